@@ -1,0 +1,203 @@
+"""Configuration dataclasses: one per part (model, losses, training).
+
+Every hyper-parameter of the COREBA paper (Sec. IV-B) and of QD-DETR, on which it is built, has a
+field here with the paper's value as its default, so a checkpoint's ``config.json`` rebuilds the
+model exactly and no other module holds a magic number.
+
+The ablations of Tables II-V are plain switches of :class:`CorebaConfig`:
+
+============================  ==============================================================
+paper row                     config
+============================  ==============================================================
+Table II, N_b = k             ``num_balance_tokens=k`` (0 allowed)
+Table IV, REC_N               ``num_recurrent=N, recurrent_mode="recurrent"`` (shared weights)
+Table IV, MOD_N               ``num_recurrent=N, recurrent_mode="stacked"`` (N CFC modules)
+Table III (a) no TV-block     ``use_tv_block=False``
+Table III (b) no SA-block     ``self_attention="none"``
+Table III (c) two VT-blocks   ``share_vt_block=False``
+Table III (d) two SA-blocks   ``self_attention="separate"``
+Table III (qd3/qd4), V (a)    ``encoder_type="qd_detr", num_qd_layers=3|4|1``
+============================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+AttentionBackend = Literal["math", "sdpa", "triton"]
+ATTENTION_BACKENDS: tuple[str, ...] = ("math", "sdpa", "triton")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot describe a valid model."""
+
+
+def _from_dict(cls: type, data: dict[str, Any]):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    obj = cls(**data)
+    return obj
+
+
+class _JsonMixin:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[arg-type]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        return _from_dict(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{cls.__name__}: not valid JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{cls.__name__}: no config file at {path}")
+        return cls.from_json(path.read_text())
+
+
+@dataclass
+class CorebaConfig(_JsonMixin):
+    """The model's architecture. Defaults are the paper's (Sec. IV-B) and QD-DETR's."""
+
+    # input features: SlowFast 2304 + CLIP 512 + 2 temporal-endpoint features; CLIP text 512
+    video_dim: int = 2818
+    text_dim: int = 512
+    max_video_len: int = 75  # clips (150 s at 2 s a clip)
+    max_text_len: int = 32  # query tokens
+    clip_length: float = 2.0  # seconds per clip
+
+    # transformer
+    hidden_dim: int = 256
+    num_heads: int = 8
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    input_dropout: float = 0.5
+    activation: Literal["prelu", "relu", "gelu"] = "prelu"  # QD-DETR's layers use PReLU
+
+    # Balance Tokens (Sec. III-A)
+    num_balance_tokens: int = 7
+
+    # CFC module + Recurrent Alignment Mechanism (Sec. III-B, III-C)
+    encoder_type: Literal["cfc", "qd_detr"] = "cfc"
+    num_recurrent: int = 3  # N_r: turns (recurrent) or modules (stacked)
+    recurrent_mode: Literal["recurrent", "stacked"] = "recurrent"
+    use_tv_block: bool = True
+    share_vt_block: bool = True
+    self_attention: Literal["shared", "separate", "none"] = "shared"
+    num_qd_layers: int = 1  # cross-attention layers of the QD-DETR-style encoder (encoder_type="qd_detr")
+
+    # saliency encoder and moment decoder (Sec. III-D, as QD-DETR)
+    num_saliency_layers: int = 2
+    num_decoder_layers: int = 2
+    num_queries: int = 10
+
+    # inference
+    attention_backend: AttentionBackend = "sdpa"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        positive = ["video_dim", "text_dim", "max_video_len", "max_text_len", "hidden_dim", "num_heads",
+                    "ffn_dim", "num_recurrent", "num_saliency_layers", "num_decoder_layers", "num_queries",
+                    "num_qd_layers"]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"CorebaConfig.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.num_balance_tokens, int) or self.num_balance_tokens < 0:
+            raise ConfigError(f"CorebaConfig.num_balance_tokens must be >= 0, got {self.num_balance_tokens!r}")
+        if self.hidden_dim % self.num_heads:
+            raise ConfigError(f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}")
+        if self.hidden_dim % 2:
+            raise ConfigError(f"hidden_dim must be even for the sine position embedding, got {self.hidden_dim}")
+        for name in ("dropout", "input_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"CorebaConfig.{name} must be in [0, 1), got {value!r}")
+        if self.clip_length <= 0:
+            raise ConfigError(f"CorebaConfig.clip_length must be > 0, got {self.clip_length!r}")
+        choices = {
+            "encoder_type": ("cfc", "qd_detr"),
+            "recurrent_mode": ("recurrent", "stacked"),
+            "self_attention": ("shared", "separate", "none"),
+            "activation": ("prelu", "relu", "gelu"),
+            "attention_backend": ATTENTION_BACKENDS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"CorebaConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def replace(self, **changes: Any) -> CorebaConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class LossConfig(_JsonMixin):
+    """Loss weights and matching costs, as QD-DETR (and the paper, Sec. IV-B)."""
+
+    # Hungarian matching costs
+    cost_span: float = 10.0
+    cost_giou: float = 1.0
+    cost_class: float = 4.0
+    # moment retrieval losses
+    span_weight: float = 10.0  # L1 on (cx, w)
+    giou_weight: float = 1.0
+    label_weight: float = 4.0  # cross-entropy
+    background_weight: float = 0.1  # class weight of "background" in the cross-entropy
+    # highlight detection losses
+    margin_weight: float = 1.0
+    saliency_margin: float = 0.2
+    contrastive_weight: float = 1.0
+    contrastive_tau: float = 0.5
+    max_rank: int = 12  # saliency labels are sums of 3 annotator scores, 0..12
+    negative_weight: float = 1.0
+    aux_loss: bool = True
+
+
+@dataclass
+class TrainConfig(_JsonMixin):
+    """Optimisation and bookkeeping, as QD-DETR's released training recipe."""
+
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.1
+    eval_every: int = 5  # epochs
+    seed: int = 2018
+    num_workers: int = 0
+    output_dir: str = "artifacts/run"
+    model: CorebaConfig = field(default_factory=CorebaConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        model = CorebaConfig.from_dict(data.pop("model", {}))
+        loss = LossConfig.from_dict(data.pop("loss", {}))
+        obj = _from_dict(cls, data)
+        obj.model, obj.loss = model, loss
+        return obj

@@ -1,0 +1,160 @@
+"""COREBA: input projections, Balance Tokens, the recurrent CFC encoder, saliency encoder, moment decoder.
+
+``forward`` returns a dict (DETR style): ``pred_logits`` (B, Q, 2; index 0 = foreground), ``pred_spans``
+(B, Q, 2; normalised cx, w), ``saliency_scores`` (B, Lv); in training also ``aux_outputs`` (earlier decoder
+layers), ``saliency_scores_neg`` (the negative-pair pass: each video with the next sample's query, as
+QD-DETR) and ``video_mask``. Inference and export never run the negative pass.
+
+A sample's outputs depend only on that sample: masks are per sample and batch-major, positions are
+computed from the sample's own mask, and padded features are zeroed before use.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from coreba.config import ATTENTION_BACKENDS, ConfigError, CorebaConfig
+from coreba.model.attention import MultiHeadAttention, triton_usable
+from coreba.model.decoder import MomentDecoder
+from coreba.model.encoder import build_encoder
+from coreba.model.layers import InputProjection, video_position_embedding
+from coreba.model.saliency import SaliencyEncoder
+from coreba.model.validation import validate_inputs
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or does not match its config."""
+
+
+def _is_exporting() -> bool:
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+class Coreba(nn.Module):
+    def __init__(self, config: CorebaConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        d = config.hidden_dim
+        self.video_proj = InputProjection(config.video_dim, d, config.input_dropout)
+        self.text_proj = InputProjection(config.text_dim, d, config.input_dropout)
+        nb = config.num_balance_tokens
+        self.balance_tokens = nn.Parameter(torch.randn(nb, d) * 0.02) if nb else None  # F_b, eq. (1)
+        self.encoder = build_encoder(config)
+        self.saliency = SaliencyEncoder(config)
+        self.decoder = MomentDecoder(config)
+        self.set_attention_backend(config.attention_backend)
+
+    # ----------------------------------------------------------------------------------------- backends
+    def set_attention_backend(self, backend: str) -> None:
+        """"math" or "sdpa" everywhere; "triton" puts the VT-block on the fused kernel, the rest on SDPA."""
+        if backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"unknown attention backend {backend!r}; choose from {ATTENTION_BACKENDS}")
+        for module in self.modules():
+            if isinstance(module, MultiHeadAttention):
+                module.backend = "sdpa" if backend == "triton" else backend
+        if backend == "triton":
+            for block in self.encoder.vt_blocks():
+                block.attn.backend = "triton"
+        self.config.attention_backend = backend
+
+    # ------------------------------------------------------------------------------------------ forward
+    def forward(self, video_feats: Tensor, video_mask: Tensor, text_feats: Tensor, text_mask: Tensor,
+                validate: bool = True) -> dict[str, Tensor]:
+        """video_feats (B, Lv, Dv), video_mask (B, Lv) bool, text_feats (B, Lt, Dt), text_mask (B, Lt) bool."""
+        if validate and not _is_exporting():
+            validate_inputs(self.config, video_feats, video_mask, text_feats, text_mask)
+            if self.config.attention_backend == "triton":
+                if self.training:
+                    raise RuntimeError("the Triton attention backend is forward-only (inference); train with "
+                                       "attention_backend='math' or 'sdpa', or call model.eval()")
+                if reason := triton_usable(video_feats.device):
+                    raise RuntimeError(reason)
+        video_pos = video_position_embedding(video_mask, self.config.hidden_dim).to(video_feats.dtype)
+        video = self.video_proj(torch.where(video_mask[..., None], video_feats, 0.0))  # F'_v (B, Lv, D)
+        text, text_mask = self._balanced_text(text_feats, text_mask)
+        memory, saliency = self._encode(video, video_mask, video_pos, text, text_mask)
+        layers = self.decoder(memory, video_mask, video_pos)
+        out: dict = dict(layers[-1], saliency_scores=saliency)
+        if self.training:
+            out["aux_outputs"] = layers[:-1]
+            out["video_mask"] = video_mask
+            # negative pairs: each video with the next sample's query (QD-DETR); training only
+            neg_text, neg_mask = text.roll(1, dims=0), text_mask.roll(1, dims=0)
+            out["saliency_scores_neg"] = self._encode(video, video_mask, video_pos, neg_text, neg_mask)[1]
+        return out
+
+    def _balanced_text(self, text_feats: Tensor, text_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """F~_t = [F'_t || F_b], eq. (1): (B, Lt + Lb, D) with the Balance Tokens always valid."""
+        text = self.text_proj(torch.where(text_mask[..., None], text_feats, 0.0))
+        if self.balance_tokens is None:
+            return text, text_mask
+        B = text.shape[0]
+        balance = self.balance_tokens.to(text.dtype).expand(B, -1, -1)
+        mask = torch.cat([text_mask, text_mask.new_ones(B, balance.shape[1])], dim=1)
+        return torch.cat([text, balance], dim=1), mask
+
+    def _encode(self, video: Tensor, video_mask: Tensor, video_pos: Tensor, text: Tensor,
+                text_mask: Tensor) -> tuple[Tensor, Tensor]:
+        f_fine = self.encoder(video, video_mask, video_pos, text, text_mask)
+        return self.saliency(f_fine, video_mask, video_pos)
+
+    # -------------------------------------------------------------------------------------- checkpoints
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` (no pickle: loading never executes code)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory / CONFIG_NAME)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "config": self.config.to_json()})
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu",
+                        **config_overrides) -> Coreba:
+        """Load a ``save_pretrained`` directory; raises :class:`CheckpointError` saying what is wrong."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise CheckpointError(f"checkpoint directory {directory} does not exist")
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise CheckpointError(f"checkpoint {directory} has no {name}")
+        try:
+            config = CorebaConfig.from_json((directory / CONFIG_NAME).read_text())
+            if config_overrides:
+                config = config.replace(**config_overrides)
+        except (ConfigError, TypeError) as err:
+            raise CheckpointError(f"{directory / CONFIG_NAME}: {err}") from err
+        try:
+            state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+        except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{directory / WEIGHTS_NAME} is not a readable safetensors file: {err}") from err
+        model = cls(config)
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+        if missing or unexpected or wrong:
+            parts = []
+            if missing:
+                parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[:3]}")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:3]}")
+            if wrong:
+                parts.append("shape mismatch: " + ", ".join(
+                    f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:3]))
+            raise CheckpointError(f"checkpoint {directory} does not match its config: " + "; ".join(parts))
+        model.load_state_dict(state)
+        return model.to(map_location)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
