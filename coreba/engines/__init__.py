@@ -1,0 +1,9 @@
+"""Engines: one ``run(feeds) -> outputs`` interface (numpy in, numpy out) over every way to execute COREBA.
+
+Everything before an engine (validation, padding) and after it (post-processing) is shared, which is what
+makes the parity harness and the :class:`coreba.predictor.Predictor` engine-agnostic.
+"""
+
+from coreba.engines.base import ENGINE_NAMES, Engine, EngineUnavailable, load_engine
+
+__all__ = ["ENGINE_NAMES", "Engine", "EngineUnavailable", "load_engine"]

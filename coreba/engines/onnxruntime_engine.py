@@ -1,0 +1,75 @@
+"""ONNX Runtime as an engine, on the CPU, CUDA or TensorRT execution provider.
+
+``onnxruntime-gpu`` silently falls back to the CPU when the CUDA (or TensorRT) libraries cannot be
+loaded; this engine checks ``session.get_providers()`` and refuses to run on the wrong device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from coreba.engines.base import EngineUnavailable
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")
+
+
+def session_options(graph_optimization: str = "all", threads: int | None = None,
+                    optimized_model_path: str | Path | None = None):
+    import onnxruntime as ort
+
+    if graph_optimization not in GRAPH_OPTIMIZATIONS:
+        raise ValueError(f"graph_optimization must be one of {GRAPH_OPTIMIZATIONS}, got {graph_optimization!r}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = {
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[graph_optimization]
+    if threads:
+        opts.intra_op_num_threads = threads
+    if optimized_model_path is not None:
+        opts.optimized_model_filepath = str(optimized_model_path)
+    opts.log_severity_level = 3
+    return opts
+
+
+class OnnxRuntimeEngine:
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, provider: str = "cpu", graph_optimization: str = "all",
+                 threads: int | None = None, provider_options: dict | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no ONNX model at {path}")
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; choose from {tuple(PROVIDERS)}")
+        wanted = PROVIDERS[provider]
+        if wanted not in ort.get_available_providers():
+            raise EngineUnavailable(f"ONNX Runtime here has no {wanted} (available: {ort.get_available_providers()}); "
+                                    "install onnxruntime-gpu with matching CUDA/TensorRT libraries")
+        providers = [(wanted, provider_options or {})]
+        if provider != "cpu":
+            providers.append(("CPUExecutionProvider", {}))  # for the few ops a GPU provider leaves to the CPU
+        self.session = ort.InferenceSession(str(path), session_options(graph_optimization, threads),
+                                            providers=providers)
+        active = self.session.get_providers()
+        if not active or active[0] != wanted:
+            raise EngineUnavailable(f"asked for {wanted} but ONNX Runtime activated {active} (its libraries failed to "
+                                    "load); refusing to run on the wrong device")
+        self.provider = provider
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.session.run(self.output_names, {k: feeds[k] for k in self.input_names})
+        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}
