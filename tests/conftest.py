@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# Without CUDA, Triton kernels run through Triton's interpreter; the flag must be set before triton is first
+# imported (by any test module), so it is set here, once, for the whole session.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from coreba import CorebaConfig
 
 SHARED_DIR = Path(os.environ.get("COREBA_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))

@@ -57,10 +57,10 @@ def triton_usable(device: torch.device) -> str | None:
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return (f"the Triton attention backend needs a CUDA device (got {device.type}); on the CPU it runs only "
                 "under Triton's interpreter (TRITON_INTERPRET=1)")
-    try:
-        import kernels.balanced_attention  # noqa: F401
-    except ImportError as err:  # triton missing
-        return f"the Triton attention backend needs the `triton` package ({err})"
+    from kernels.balanced_attention import triton_available
+
+    if not triton_available(device):
+        return f"the Triton attention backend cannot run on {device}: the `triton` package is missing or unusable"
     return None
 
 
