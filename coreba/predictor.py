@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from coreba.config import CorebaConfig
-from coreba.engines import Engine, load_engine
+from coreba.engines import ENGINE_NAMES, Engine, load_engine
 from coreba.model.validation import InputError, validate_inputs
 from coreba.postprocess import DEFAULT_TOP_K, QueryResult, postprocess
 
@@ -29,6 +29,8 @@ def config_for(path: str | Path, engine: str) -> CorebaConfig:
     """The model config behind an artifact: ``config.json`` of a checkpoint directory, the ``config`` entry of
     an ONNX file's metadata, or the ``<plan>.json`` written beside a TensorRT plan."""
     path = Path(path)
+    if engine not in ENGINE_NAMES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {ENGINE_NAMES}")
     if engine == "torch":
         return CorebaConfig.load(path / "config.json")
     if engine == "onnxruntime":

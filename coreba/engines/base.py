@@ -36,5 +36,5 @@ def load_engine(engine: str, path: str | Path, device: str = "cpu", **options) -
     if engine == "tensorrt":
         from coreba.engines.tensorrt_engine import TensorRTEngine
 
-        return TensorRTEngine(path, **options)
+        return TensorRTEngine(path, device=device if device.startswith("cuda") else "cuda:0", **options)
     raise ValueError(f"unknown engine {engine!r}; choose from {ENGINE_NAMES}")
