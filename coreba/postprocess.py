@@ -59,8 +59,8 @@ def postprocess(pred_logits: np.ndarray, pred_spans: np.ndarray, saliency_scores
     durations = np.asarray(durations, dtype=np.float64).reshape(-1)
     if durations.shape[0] != pred_logits.shape[0]:
         raise ValueError(f"got {durations.shape[0]} durations for a batch of {pred_logits.shape[0]}")
-    if not np.all(durations > 0):
-        raise ValueError(f"durations must be positive, got {durations.tolist()}")
+    if not (np.isfinite(durations).all() and (durations > 0).all()):
+        raise ValueError(f"durations must be finite and positive (seconds), got {durations.tolist()}")
     scores = foreground_probability(pred_logits)  # (B, Q)
     windows = spans_to_windows(pred_spans, durations)  # (B, Q, 2)
     results = []

@@ -6,6 +6,7 @@ each sample has at least one valid clip and one valid token, so no attention row
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,6 +24,15 @@ def _check_mask(name: str, mask: Tensor, shape: tuple[int, int], feats_name: str
         raise InputError(f"{name} must be bool (True = valid), got {mask.dtype}")
     if tuple(mask.shape) != shape:
         raise InputError(f"{name} has shape {tuple(mask.shape)} but {feats_name} implies {shape}")
+
+
+def check_masks_not_empty(video_mask, text_mask) -> None:
+    """Each sample needs a valid clip and a valid token (bool masks, torch or numpy, (B, L))."""
+    for mask, what in ((video_mask, "no valid clip in video_mask"),
+                       (text_mask, "an empty query (no valid token in text_mask)")):
+        empty = np.flatnonzero(~np.asarray(mask, dtype=bool).any(axis=1))
+        if empty.size:
+            raise InputError(f"sample(s) {empty.tolist()} have {what}")
 
 
 def validate_inputs(cfg: CorebaConfig, video_feats: Tensor, video_mask: Tensor, text_feats: Tensor,
@@ -51,12 +61,7 @@ def validate_inputs(cfg: CorebaConfig, video_feats: Tensor, video_mask: Tensor, 
         raise InputError(f"query has {Lt} tokens, more than the supported maximum {cfg.max_text_len}")
     _check_mask("video_mask", video_mask, (B, Lv), "video_feats")
     _check_mask("text_mask", text_mask, (B, Lt), "text_feats")
-    if not bool(video_mask.any(1).all()):
-        bad = (~video_mask.any(1)).nonzero().flatten().tolist()
-        raise InputError(f"sample(s) {bad} have no valid clip in video_mask")
-    if not bool(text_mask.any(1).all()):
-        bad = (~text_mask.any(1)).nonzero().flatten().tolist()
-        raise InputError(f"sample(s) {bad} have an empty query (no valid token in text_mask)")
+    check_masks_not_empty(video_mask, text_mask)
     for name, x in (("video_feats", video_feats), ("text_feats", text_feats)):
         if not bool(torch.isfinite(x).all()):
             raise InputError(f"{name} contains NaN or Inf values")

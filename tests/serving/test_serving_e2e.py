@@ -1,0 +1,91 @@
+"""End to end against the real Triton server on 127.0.0.1: the ensemble's answers equal eager PyTorch +
+the same post-processing over HTTP and gRPC (sync and asyncio), concurrent requests are batched by the
+dynamic batcher and still answered right, and the client CLI works over npz files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from serving.client import AsyncCorebaClient, CorebaClient, main
+from serving.launcher import TritonServer
+from serving.spec import ENGINE_MODELS
+
+pytestmark = pytest.mark.server
+
+LENGTHS = [(30, 12), (1, 1), (17, 5), (29, 12), (8, 3)]  # (clips, tokens): max, min and in between
+CONCURRENT = 40
+
+
+@pytest.fixture(scope="module")
+def server(repository):
+    with TritonServer(repository, startup_timeout_s=120) as server:
+        yield server
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_answers_match_eager(server, protocol, make_query, reference, same_answer):
+    url = server.http_url if protocol == "http" else server.grpc_url
+    with CorebaClient(url, protocol) as client:
+        assert (client.layout.max_clips, client.layout.max_tokens) == (30, 12)
+        for seed, (clips, tokens) in enumerate(LENGTHS):
+            query = make_query(clips, tokens, seed)
+            got = client.query(query.video, query.text, query.duration)
+            same_answer(got, reference(query))
+            assert all(0.0 <= s <= e <= query.duration for s, e, _ in got.moments)
+            scores = [m[2] for m in got.moments]
+            assert scores == sorted(scores, reverse=True)
+
+
+def _execution_stats(server, model: str) -> tuple[int, int]:
+    """(inference_count, execution_count) of ``model`` so far."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        stats = client.get_inference_statistics(model)["model_stats"][0]
+    finally:
+        client.close()
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_concurrent_requests_are_batched(server, protocol, make_query, reference, same_answer):
+    rng = np.random.default_rng(7)
+    queries = [make_query(int(rng.integers(1, 31)), int(rng.integers(1, 13)), 100 + i) for i in range(CONCURRENT)]
+    engine = ENGINE_MODELS["python"]
+    before = _execution_stats(server, engine)
+
+    async def ask_all():
+        client = await AsyncCorebaClient.connect(server.grpc_url if protocol == "grpc" else server.http_url,
+                                                 protocol)
+        try:
+            return await asyncio.gather(*(client.query(q.video, q.text, q.duration) for q in queries))
+        finally:
+            await client.close()
+
+    answers = asyncio.run(asyncio.wait_for(ask_all(), timeout=120))
+    inferences, executions = (a - b for a, b in zip(_execution_stats(server, engine), before))
+    assert inferences == CONCURRENT
+    assert executions < inferences, f"no batching: {executions} executions for {inferences} requests"
+    for query, got in zip(queries, answers):
+        same_answer(got, reference(query))
+
+
+def test_client_cli(server, make_query, reference, same_answer, tmp_path, capsys):
+    query = make_query(21, 7, 3)
+    np.savez(tmp_path / "video.npz", features=query.video)
+    np.savez(tmp_path / "query.npz", last_hidden_state=query.text)
+    args = ["--video", str(tmp_path / "video.npz"), "--text", str(tmp_path / "query.npz"),
+            "--duration", str(query.duration)]
+    for extra in (["--url", server.http_url], ["--url", server.grpc_url, "--protocol", "grpc", "--async"]):
+        assert main(args + extra) == 0
+        line = json.loads(capsys.readouterr().out)
+        got = type(reference(query))(line["pred_relevant_windows"], line["pred_saliency_scores"])
+        same_answer(got, reference(query))
+    assert main(["--video", str(tmp_path / "missing.npz"), "--text", str(tmp_path / "query.npz"),
+                 "--duration", "10", "--url", server.http_url]) == 1
+    assert "missing.npz" in capsys.readouterr().err
