@@ -1,0 +1,126 @@
+"""Batch inference: a checkpoint and QVHighlights-format features in, the standard submission file out.
+
+:func:`predict_dataset` is the one implementation of "run the model over a loader and post-process"; the
+training loop's evaluation calls it too, so the numbers logged during training are the numbers this CLI
+would produce. Usage::
+
+    python -m coreba.predict --checkpoint run/best --annotations highlight_val_release.jsonl \\
+        --video-feature-dirs features/slowfast_features features/clip_features \\
+        --text-feature-dir features/clip_text_features --out val_submission.jsonl [--evaluate]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from coreba.config import CorebaConfig
+from coreba.data import DataConfig, QVHighlightsDataset, collate_batch
+from coreba.distributed import default_device
+from coreba.evaluate import evaluate, load_jsonl
+from coreba.model import Coreba
+from coreba.postprocess import DEFAULT_TOP_K, postprocess
+
+DEFAULT_BATCH_SIZE = 32
+SUBMISSION_META = ("qid", "query", "vid")
+
+
+def data_config_for(model_config: CorebaConfig, annotations: str | Path, video_feature_dirs: Sequence[str | Path],
+                    text_feature_dir: str | Path, **overrides: Any) -> DataConfig:
+    """A :class:`DataConfig` cut and checked the way ``model_config`` expects its inputs."""
+    kwargs: dict[str, Any] = dict(
+        max_video_len=model_config.max_video_len, max_text_len=model_config.max_text_len,
+        clip_length=model_config.clip_length, video_dim=model_config.video_dim, text_dim=model_config.text_dim,
+    )
+    kwargs.update(overrides)
+    return DataConfig(annotations, list(video_feature_dirs), text_feature_dir, **kwargs)
+
+
+@torch.inference_mode()
+def predict_dataset(model: nn.Module, loader: Iterable[dict[str, Any]], *, top_k: int = DEFAULT_TOP_K,
+                    progress: bool = False) -> list[dict[str, Any]]:
+    """One submission line per query of ``loader`` (batches from :func:`~coreba.data.collate_batch`).
+
+    Windows are in seconds of each annotation's ``duration``, clamped to it and sorted by score (top
+    ``top_k``); saliency has one score per valid clip. The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    clip_length = model.config.clip_length
+    lines: list[dict[str, Any]] = []
+    try:
+        for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
+            inputs = {k: v.to(device, non_blocking=True) for k, v in batch["model_inputs"].items()}
+            out = model(**inputs)
+            meta = batch["meta"]
+            results = postprocess(
+                out["pred_logits"].float().cpu().numpy(), out["pred_spans"].float().cpu().numpy(),
+                out["saliency_scores"].float().cpu().numpy(), inputs["video_mask"].cpu().numpy(),
+                durations=[m["duration"] for m in meta], clip_length=clip_length, top_k=top_k,
+            )
+            lines.extend(r.to_submission(**{k: m[k] for k in SUBMISSION_META})
+                         for r, m in zip(results, meta, strict=True))
+    finally:
+        model.train(was_training)
+    return lines
+
+
+def write_jsonl(path: str | Path, lines: Iterable[dict[str, Any]]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def build_predict_loader(model_config: CorebaConfig, annotations: str | Path,
+                         video_feature_dirs: Sequence[str | Path], text_feature_dir: str | Path,
+                         batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int = 0,
+                         video_cache_size: int = 0) -> DataLoader:
+    """An in-order, label-free loader (works for the unlabelled test split too)."""
+    config = data_config_for(model_config, annotations, video_feature_dirs, text_feature_dir, load_labels=False,
+                             video_cache_size=video_cache_size)
+    return DataLoader(QVHighlightsDataset(config), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=collate_batch)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m coreba.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a save_pretrained directory")
+    parser.add_argument("--annotations", required=True, type=Path, help="QVHighlights JSON lines (any split)")
+    parser.add_argument("--video-feature-dirs", required=True, nargs="+", type=Path,
+                        help="one folder per video source, SlowFast then CLIP ({vid}.npz, key 'features')")
+    parser.add_argument("--text-feature-dir", required=True, type=Path,
+                        help="query features (qid{qid}.npz, key 'last_hidden_state')")
+    parser.add_argument("--out", required=True, type=Path, help="submission file to write (JSON lines)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default=None, help="default: cuda when present, else cpu")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="also score the submission against --annotations (needs a labelled split)")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device) if args.device else default_device()
+    model = Coreba.from_pretrained(args.checkpoint, map_location=device)
+    loader = build_predict_loader(model.config, args.annotations, args.video_feature_dirs, args.text_feature_dir,
+                                  args.batch_size, args.num_workers)
+    lines = predict_dataset(model, loader, progress=True)
+    write_jsonl(args.out, lines)
+    print(f"wrote {len(lines)} predictions to {args.out}")
+    if args.evaluate:
+        metrics = evaluate(lines, load_jsonl(args.annotations))
+        print(json.dumps(metrics["brief"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
