@@ -10,14 +10,8 @@ import time
 import torch
 
 from coreba import Coreba, CorebaConfig
-
-
-def random_inputs(cfg: CorebaConfig, batch: int, num_clips: int, num_tokens: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    video = torch.randn(batch, num_clips, cfg.video_dim, generator=g)
-    text = torch.randn(batch, num_tokens, cfg.text_dim, generator=g)
-    return (video, torch.ones(batch, num_clips, dtype=torch.bool), text,
-            torch.ones(batch, num_tokens, dtype=torch.bool))
+from export.spec import INPUT_NAMES
+from export.validate import make_feeds
 
 
 @torch.inference_mode()
@@ -40,7 +34,8 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = CorebaConfig(attention_backend=args.backend)
     model = Coreba(cfg).eval()
-    inputs = random_inputs(cfg, 1, cfg.max_video_len, cfg.max_text_len)
+    feeds = make_feeds(cfg, (cfg.max_video_len,), (cfg.max_text_len,))
+    inputs = tuple(torch.from_numpy(feeds[name]) for name in INPUT_NAMES)
     with torch.inference_mode():
         out = model(*inputs)
     print(f"COREBA (N_b={cfg.num_balance_tokens}, N_r={cfg.num_recurrent}, d={cfg.hidden_dim}): "
