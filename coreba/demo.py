@@ -10,8 +10,7 @@ import time
 import torch
 
 from coreba import Coreba, CorebaConfig
-from export.spec import INPUT_NAMES
-from export.validate import make_feeds
+from coreba.interface import INPUT_NAMES, make_feeds
 
 
 @torch.inference_mode()

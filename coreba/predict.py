@@ -21,14 +21,14 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from coreba.config import CorebaConfig
 from coreba.data import DataConfig, QVHighlightsDataset, collate_batch
-from coreba.distributed import default_device
+from coreba.device import default_device
 from coreba.evaluate import evaluate, load_jsonl
 from coreba.model import Coreba
 from coreba.postprocess import DEFAULT_TOP_K, postprocess
+from coreba.progress import progress_bar
 
 DEFAULT_BATCH_SIZE = 32
 SUBMISSION_META = ("qid", "query", "vid")
@@ -59,7 +59,7 @@ def predict_dataset(model: nn.Module, loader: Iterable[dict[str, Any]], *, top_k
     clip_length = model.config.clip_length
     lines: list[dict[str, Any]] = []
     try:
-        for batch in tqdm(loader, desc="predict", leave=False, disable=not progress):
+        for batch in progress_bar(loader, progress, desc="predict", leave=False):
             inputs = {k: v.to(device, non_blocking=True) for k, v in batch["model_inputs"].items()}
             out = model(**inputs)
             meta = batch["meta"]

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 
 from coreba.config import CorebaConfig, TrainConfig
-from coreba.data_sources import SyntheticSpec
-from coreba.engine import evaluate_model
 from coreba.evaluate import load_jsonl
 from coreba.model import Coreba
 from coreba.model.coreba import CONFIG_NAME, WEIGHTS_NAME
 from coreba.predict import build_predict_loader
-from coreba.train import BEST_DIR, train
+from coreba.training.data_sources import SyntheticSpec
+from coreba.training.loop import evaluate_model
+from coreba.training.train import BEST_DIR, train
 
 DEFAULT_CACHE_DIR = "artifacts/demo_checkpoint"
 MARKER_NAME = "demo_marker.json"

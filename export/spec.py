@@ -1,28 +1,14 @@
 """What an exported COREBA graph looks like: names, dynamic axes, opset and tolerances.
 
-The names and their order are the contract between the exporter, every engine, the parity harness and
-the serving repository (``config.pbtxt``); change them here and nowhere else.
+The tensor names and axes are the model's I/O contract, defined once in :mod:`coreba.interface` and
+re-exported here for the exporter's modules.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-INPUT_NAMES: tuple[str, ...] = ("video_feats", "video_mask", "text_feats", "text_mask")
-OUTPUT_NAMES: tuple[str, ...] = ("pred_logits", "pred_spans", "saliency_scores")
-
-# axis index -> symbolic name; the same vocabulary as the docstrings (B, Lv, Lt)
-INPUT_AXES: dict[str, dict[int, str]] = {
-    "video_feats": {0: "batch", 1: "num_clips"},
-    "video_mask": {0: "batch", 1: "num_clips"},
-    "text_feats": {0: "batch", 1: "num_tokens"},
-    "text_mask": {0: "batch", 1: "num_tokens"},
-}
-OUTPUT_AXES: dict[str, dict[int, str]] = {
-    "pred_logits": {0: "batch"},
-    "pred_spans": {0: "batch"},
-    "saliency_scores": {0: "batch", 1: "num_clips"},
-}
+from coreba.interface import INPUT_AXES, INPUT_NAMES, OUTPUT_AXES, OUTPUT_NAMES  # noqa: F401 (re-exported)
 
 DEFAULT_OPSET = 18
 MAX_EXPORT_BATCH = 4096  # the upper bound the exporter is told for the dynamic batch axis

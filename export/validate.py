@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from coreba.config import CorebaConfig
+from coreba.interface import make_feeds
 from coreba.model import Coreba
 from coreba.postprocess import foreground_probability
 from export.spec import FP32_TOLERANCE, OUTPUT_NAMES, Tolerance
@@ -44,19 +45,6 @@ def parity_cases(cfg: CorebaConfig) -> list[ParityCase]:
         ParityCase(f"B6 Lv{V} text padded", (V,) * 6, (1, T, max(1, T // 3), 5 % T + 1, T, 3 % T + 1)),
     ]
     return cases
-
-
-def make_feeds(cfg: CorebaConfig, video_lens: tuple[int, ...], text_lens: tuple[int, ...],
-               seed: int = 0) -> dict[str, np.ndarray]:
-    """Random non-zero features (padding holds noise too: engines must ignore it) and bool masks."""
-    rng = np.random.default_rng(seed)
-    B, Lv, Lt = len(video_lens), max(video_lens), max(text_lens)
-    return {
-        "video_feats": rng.standard_normal((B, Lv, cfg.video_dim), dtype=np.float32),
-        "video_mask": np.arange(Lv)[None] < np.asarray(video_lens)[:, None],
-        "text_feats": rng.standard_normal((B, Lt, cfg.text_dim), dtype=np.float32),
-        "text_mask": np.arange(Lt)[None] < np.asarray(text_lens)[:, None],
-    }
 
 
 @torch.inference_mode()

@@ -11,7 +11,9 @@ fi
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" "torch==${TORCH_VERSION}"
-"${PIP[@]}" -e ".[export,dev,bench]" "tritonclient[grpc,http]>=2.60" "protobuf>=6.31"
+# setuptools announces every editable install with an informational UserWarning ("Editable installation ...
+# folders with the same name may take precedence"); only that message is filtered, real deprecations still show.
+PYTHONWARNINGS="ignore:Editable installation:UserWarning" "${PIP[@]}" -e ".[export,dev,bench]" "tritonclient[grpc,http]>=2.60" "protobuf>=6.31"
 # The Triton Inference Server binary (2.51.0, Python backend) ships inside this wheel; only its files are
 # used, so its Python dependencies (which pin numpy<2 and protobuf<5) are not installed.
 "${PIP[@]}" --no-deps "nvidia-pytriton==0.7.0"

@@ -4,6 +4,7 @@ Everything before an engine (validation, padding) and after it (post-processing)
 makes the parity harness and the :class:`coreba.predictor.Predictor` engine-agnostic.
 """
 
-from coreba.engines.base import ENGINE_NAMES, Engine, EngineUnavailable, load_engine
+from coreba.engines.base import Engine, EngineUnavailable
+from coreba.engines.factory import ENGINE_NAMES, load_engine
 
 __all__ = ["ENGINE_NAMES", "Engine", "EngineUnavailable", "load_engine"]

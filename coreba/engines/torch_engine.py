@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from coreba.interface import OUTPUT_NAMES
 from coreba.model import Coreba
-
-OUTPUTS = ("pred_logits", "pred_spans", "saliency_scores")
 
 
 class TorchEngine:
@@ -31,4 +30,4 @@ class TorchEngine:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = {k: torch.as_tensor(np.ascontiguousarray(v), device=self.device) for k, v in feeds.items()}
         out = self.model(inputs["video_feats"], inputs["video_mask"], inputs["text_feats"], inputs["text_mask"])
-        return {k: out[k].float().cpu().numpy() for k in OUTPUTS}
+        return {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES}

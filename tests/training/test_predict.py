@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from coreba.data_sources import SyntheticSpec
 from coreba.evaluate import evaluate, load_jsonl
 from coreba.model import Coreba
 from coreba.predict import build_predict_loader, main, predict_dataset
+from coreba.training.data_sources import SyntheticSpec
 from tests.conftest import tiny_config
 
 NUM_QUERIES = 12

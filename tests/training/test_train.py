@@ -13,15 +13,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from coreba.config import CorebaConfig, TrainConfig
-from coreba.data_sources import DataPaths, SyntheticSpec
-from coreba.distributed import DistContext, setup_distributed, unwrap, wrap_model
-from coreba.engine import evaluate_model, training_step
 from coreba.evaluate import load_jsonl
 from coreba.losses import build_criterion
 from coreba.model import Coreba
 from coreba.predict import build_predict_loader
-from coreba.train import BEST_DIR, LAST_STATE, build_train_loader, train
-from coreba.train_cli import parse_args
+from coreba.training.cli import parse_args
+from coreba.training.data_sources import DataPaths, SyntheticSpec
+from coreba.training.distributed import DistContext, setup_distributed, unwrap, wrap_model
+from coreba.training.loop import evaluate_model, training_step
+from coreba.training.train import BEST_DIR, LAST_STATE, build_train_loader, train
 from tests.conftest import tiny_config
 
 SMALL_DIMS = dict(slowfast_dim=24, clip_dim=16, text_dim=16)

@@ -1,5 +1,5 @@
 """One epoch of training and one evaluation pass: the inner loops, free of bookkeeping (logging, checkpoints,
-process groups live in :mod:`coreba.train`)."""
+process groups live in :mod:`coreba.training.train`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
+from tqdm import tqdm  # the type of the run's bar
 
 from coreba.evaluate import evaluate
 from coreba.predict import predict_dataset
@@ -43,19 +43,21 @@ def training_step(model: nn.Module, criterion: nn.Module, batch: dict[str, Any],
 
 def train_one_epoch(model: nn.Module, criterion: nn.Module, loader: Iterable[dict[str, Any]],
                     optimizer: torch.optim.Optimizer, device: torch.device, grad_clip: float,
-                    *, progress: bool = False, desc: str = "train") -> dict[str, float]:
-    """Train over ``loader`` once; returns each loss averaged over the epoch's batches."""
+                    *, bar: tqdm | None = None) -> dict[str, float]:
+    """Train over ``loader`` once; returns each loss averaged over the epoch's batches. ``bar``, the run's one
+    progress bar, advances by one per batch."""
     model.train()
     criterion.train()
     sums: dict[str, float] = defaultdict(float)
     num_batches = 0
-    bar = tqdm(loader, desc=desc, leave=False, disable=not progress)
-    for batch in bar:
+    for batch in loader:
         losses = training_step(model, criterion, batch, device, optimizer, grad_clip)
         for k, v in losses.items():
             sums[k] += v
         num_batches += 1
-        bar.set_postfix(loss=f"{losses[LOSS_TOTAL]:.3f}")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[LOSS_TOTAL]:.3f}", refresh=False)
     return {k: v / max(num_batches, 1) for k, v in sums.items()}
 
 

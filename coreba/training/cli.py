@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from coreba.config import ConfigError, TrainConfig
-from coreba.data_sources import DEFAULT_SYNTHETIC_DIR, DataPaths, SyntheticSpec
+from coreba.training.data_sources import DEFAULT_SYNTHETIC_DIR, DataPaths, SyntheticSpec
 
 # flag name -> TrainConfig field, for the flags that only override a config value
 CONFIG_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "grad_clip", "eval_every", "seed", "num_workers",

@@ -16,6 +16,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from coreba.device import default_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -34,13 +36,6 @@ class DistContext:
     def is_main(self) -> bool:
         """Rank 0 alone logs, evaluates and writes checkpoints."""
         return self.rank == 0
-
-
-def default_device(local_rank: int = 0) -> torch.device:
-    """CUDA (this rank's GPU) when present, CPU otherwise."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def setup_distributed(device: str | torch.device | None = None) -> DistContext:
