@@ -32,6 +32,11 @@ class Skip(Exception):  # noqa: N818 - it is a verdict, not an error
     """This engine (or this point of it) cannot run here; ``str(skip)`` says why."""
 
 
+class ExportFailed(RuntimeError):
+    """The ONNX export that an engine needs failed: the engine's row is FAILED, never skipped (an export
+    regression must not pass as "not available here")."""
+
+
 @dataclass
 class Context:
     """What every engine may need; built once by the driver."""
@@ -41,6 +46,7 @@ class Context:
     artifacts: Path  # scratch space for ONNX files, TensorRT plans, the model repository
     onnx_path: Path | None  # the exported graph (fp32), or None ...
     onnx_error: str = ""  # ... and why
+    onnx_export_failed: bool = False  # True: the exporter ran and failed (a failure), not "not installed" (a skip)
     native_max_video_len: int = 75  # the checkpoint's own max_video_len (``model`` may allow more)
     checkpoint: Path | None = None  # the save_pretrained directory ``model`` was loaded from
     max_batch: int = 1  # the largest batch / clip count of the sweep (TensorRT profile, serving batcher)
@@ -237,6 +243,8 @@ class TritonAttentionRunner(TorchRunner):
 
 def _require_onnx(ctx: Context) -> Path:
     if ctx.onnx_path is None:
+        if ctx.onnx_export_failed:
+            raise ExportFailed(f"no ONNX graph: {ctx.onnx_error}")
         raise Skip(f"no ONNX graph: {ctx.onnx_error}")
     return ctx.onnx_path
 
