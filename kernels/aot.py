@@ -19,7 +19,7 @@ their own specialisation at run time, which is not compiled here.
 
 What is reported, per (arch, dtype, config): registers per thread, stack frame and local memory of the
 cubin Triton built (``cuobjdump -res-usage``), spill stores and loads (``ptxas -v`` run again on Triton's
-PTX with Triton's own ptxas; its register count must equal the cubin's), and the shared memory Triton
+PTX with Triton's own ptxas and flags; its register count must equal the cubin's), and the shared memory Triton
 launches the kernel with (``metadata.shared``). A config spills, or exceeds the chip, and this exits 1.
 
 ``TRITON_INTERPRET=1`` makes ``triton.jit`` build interpreter objects that cannot be compiled; ``main``
@@ -234,13 +234,19 @@ def measure_resources(kernel: Any, arch: int, report: Report) -> None:
                                capture_output=True, text=True, check=True).stdout
         ptxas = _nvidia_tool("ptxas", arch)
         base = [ptxas, "-v", "-lineinfo", f"--gpu-name={target.group(1)}", str(ptx_path), "-o", str(Path(tmp, "o"))]
-        # Triton passes --regAllocOptLevel=2 to the ptxas versions that take it; so does this, when it can.
-        run = subprocess.run(base[:1] + ["--regAllocOptLevel=2"] + base[1:], capture_output=True, text=True)
-        if run.returncode != 0:
-            run = subprocess.run(base, capture_output=True, text=True)
-        if run.returncode != 0:
+        cubin_registers = _number(r"REG:(\d+)", usage, -1)
+        # Triton's own ptxas flags vary by version (3.9 adds --regAllocOptLevel=2, 3.6 does not): the rerun
+        # whose register count equals the cubin's is the one that reproduces Triton's binary.
+        log = ""
+        for extra in ([], ["--regAllocOptLevel=2"]):
+            run = subprocess.run(base[:1] + extra + base[1:], capture_output=True, text=True)
+            if run.returncode != 0:
+                continue
+            log = run.stdout + run.stderr
+            if _number(r"Used (\d+) registers", log, -1) == cubin_registers:
+                break
+        if not log:
             raise RuntimeError(f"ptxas -v failed: {(run.stderr or run.stdout).strip()[:300]}")
-    log = run.stdout + run.stderr
     report.registers = _number(r"REG:(\d+)", usage, -1)
     report.stack_bytes = _number(r"STACK:(\d+)", usage, -1)
     report.local_bytes = _number(r"LOCAL:(\d+)", usage, -1)

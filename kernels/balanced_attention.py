@@ -163,12 +163,15 @@ def _balanced_attn_fwd(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    row_ok = offs_m < LQ
     dim_ok = offs_d < HEAD_DIM
 
-    # -- the query block, loaded once: (BLOCK_M, BLOCK_D)
-    q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+    # -- the query block, loaded once: (BLOCK_M, BLOCK_D). Rows past LQ re-read row LQ - 1 instead of being
+    # masked: their results are never stored, and the row mask is then only needed by the final store. A
+    # mask needed at both ends of the kernel is a predicate held across the key loops, which the ptxas of
+    # Triton 3.6 spilled to local memory in 5 of the 36 configs (python -m kernels.aot, RESULTS.md).
+    rows = tl.minimum(offs_m, LQ - 1)
+    q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + rows[:, None] * stride_qm + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=dim_ok[None, :], other=0.0)
 
     m_i = tl.full([BLOCK_M], MASK_VALUE, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -221,6 +224,7 @@ def _balanced_attn_fwd(
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
     out = acc / l_safe[:, None]
     o_ptrs = Out + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :]
+    row_ok = offs_m < LQ
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & dim_ok[None, :])
 
 
