@@ -580,6 +580,7 @@ def _run(settings: Settings, device: torch.device, machine: Machine, clock: Cloc
     rows: list[Row] = []
     for spec in catalogue(gpu=device.type == "cuda"):
         rows += run_engine(spec, ctx, settings, data, clock)
+        write_csv(rows, settings.out / "results.csv")  # partial results, in case the run is cut short
 
     floors.rates.merge(measure_matmul(device, settings.quick))  # again: the faster of the two ends counts
     apply_floors(rows, floors)

@@ -52,3 +52,12 @@ def test_bench_fails_a_wrong_baseline(tmp_path, monkeypatch, capsys):
     assert eager and all(r["status"] == "failed" and "tolerance" in r["reason"] for r in eager)
     assert all(r["status"] == "ok" for r in rows if r["impl"] == "triton")
     assert "FAILED: eager" in capsys.readouterr().err
+
+
+def test_bench_time_budget_lists_the_rest_as_skipped(tmp_path, capsys):
+    pytest.importorskip("triton")
+    assert bench.main(["--out", str(tmp_path), "--dry-run", "--time-budget", "0"]) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert len(rows) == len(bench._shapes(True))
+    assert all(r["status"] == "skipped" and "time budget" in r["reason"] for r in rows)
+    assert "skipped: time budget" in capsys.readouterr().out
