@@ -167,8 +167,8 @@ def _balanced_attn_fwd(
 
     # -- the query block, loaded once: (BLOCK_M, BLOCK_D). Rows past LQ re-read row LQ - 1 instead of being
     # masked: their results are never stored, and the row mask is then only needed by the final store. A
-    # mask needed at both ends of the kernel is a predicate held across the key loops, which the ptxas of
-    # Triton 3.6 spilled to local memory in 5 of the 36 configs (python -m kernels.aot, RESULTS.md).
+    # mask needed at both ends of the kernel is a predicate held across the key loops: Triton 3.6's ptxas
+    # spilled it to local memory, and 5 of the 36 configs spilled before this (python -m kernels.aot, RESULTS.md).
     rows = tl.minimum(offs_m, LQ - 1)
     q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + rows[:, None] * stride_qm + offs_d[None, :]
     q = tl.load(q_ptrs, mask=dim_ok[None, :], other=0.0)
