@@ -137,12 +137,3 @@ def replace_directory(source: str | Path, target: str | Path, aside: str | Path 
             raise
         _remove(old)
     _fsync(target.parent)
-
-
-@contextlib.contextmanager
-def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target`` to fill and check; it replaces ``target`` when the block ends
-    without an exception, and is removed otherwise."""
-    with staging_directory(target) as tmp:
-        yield tmp
-        replace_directory(tmp, target)

@@ -20,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import onnx
-
+from coreba.atomic import atomic_file, check_output_path
 from coreba.config import CorebaConfig
 from coreba.engines.tensorrt_engine import require_cuda, require_tensorrt, trt_logger
+from coreba.onnx_io import read_model_config
 from export.spec import FP16_SCORE_TOLERANCE, FP16_TOLERANCE, FP32_TOLERANCE, INPUT_NAMES, Tolerance
 from export.tensorrt_ops import check_tensorrt_compatibility
 from export.validate import ParityCase, ParityReport, check_parity, parity_cases
@@ -124,16 +125,6 @@ class ShapeProfile:
         return cls(**{**base, **given})
 
 
-def read_model_config(onnx_path: str | Path) -> CorebaConfig:
-    """The ``CorebaConfig`` the exporter stored in the ONNX metadata (key ``config``)."""
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if "config" not in meta:
-        raise TensorRTBuildError(f"{onnx_path} has no 'config' metadata: export it with export/to_onnx.py, which "
-                                 "records the model config the profile and the parity check need")
-    return CorebaConfig.from_json(meta["config"])
-
-
 def model_dims(config: CorebaConfig) -> ModelDims:
     return ModelDims(config.video_dim, config.text_dim, config.max_video_len, config.max_text_len)
 
@@ -189,11 +180,15 @@ def _set_precision(trt, config, precision: str) -> None:
 
 def build_engine(onnx_path: str | Path, plan_path: str | Path, profile: ShapeProfile | None = None,
                  precision: str = "fp16", timing_cache: str | Path | None = None,
-                 workspace_gb: float | None = None) -> Path:
-    """Parse ``onnx_path``, build an engine for ``profile`` at ``precision`` and write it to ``plan_path``."""
+                 workspace_gb: float | None = None, check: Callable[[Path], object] | None = None) -> Path:
+    """Parse ``onnx_path``, build an engine for ``profile`` at ``precision`` and write it to ``plan_path``.
+
+    The plan and its sidecar are written atomically (:mod:`coreba.atomic`); ``check`` (e.g. the parity run)
+    gets the plan under its temporary name, and an exception from it leaves the previous plan in place."""
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     if not onnx_path.is_file():
         raise FileNotFoundError(f"no ONNX file at {onnx_path}")
+    check_output_path(plan_path)
     tolerance_for(precision)
     dims = model_dims(read_model_config(onnx_path))
     profile = profile or ShapeProfile.for_model(dims)
@@ -234,15 +229,17 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, profile: ShapePro
     if serialized is None:
         raise TensorRTBuildError(f"TensorRT failed to build an engine from {onnx_path} at {precision} "
                                  "(the builder's errors are in the TensorRT log above)")
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
-    plan_path.write_bytes(bytes(serialized))
-    # The plan carries no model config; the Predictor and serving read it from this sidecar.
-    plan_path.with_suffix(".json").write_text(json.dumps({
-        "config": read_model_config(onnx_path).to_dict(), "precision": precision,
-        "profile": asdict(profile), "onnx": str(onnx_path)}, indent=2))
-    if cache_path is not None:
+    if cache_path is not None:  # timing data stays valid whatever the checks below decide
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+        with atomic_file(cache_path) as tmp:
+            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    # The plan carries no model config; the Predictor and serving read it from this sidecar.
+    with atomic_file(plan_path) as tmp_plan, atomic_file(plan_path.with_suffix(".json")) as tmp_sidecar:
+        tmp_plan.write_bytes(bytes(serialized))
+        tmp_sidecar.write_text(json.dumps({"config": read_model_config(onnx_path).to_dict(), "precision": precision,
+                                           "profile": asdict(profile), "onnx": str(onnx_path)}, indent=2))
+        if check is not None:
+            check(tmp_plan)
     return plan_path
 
 

@@ -15,8 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from coreba.atomic import check_output_path
 from coreba.engines.base import EngineUnavailable
 from coreba.engines.tensorrt_engine import require_cuda, require_tensorrt
+from coreba.onnx_io import OnnxFileError, read_model_config
 from export.tensorrt_build import (
     PRECISIONS,
     ProfileError,
@@ -26,7 +28,6 @@ from export.tensorrt_build import (
     check_engine_parity,
     load_checkpoint,
     model_dims,
-    read_model_config,
     trtexec_command,
 )
 from export.validate import ParityError
@@ -62,12 +63,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_output_path(args.output)  # before the build: minutes of work must not end in an unwritable path
         config = read_model_config(args.onnx)
         dims = model_dims(config)
         profile = ShapeProfile.for_model(dims, **{f"{k}_{a}": getattr(args, f"{k}_{a}")
                                                   for a in ("batch", "clips", "tokens") for k in ("min", "opt", "max")})
         profile.check_fits(dims)
-    except (OSError, ProfileError, TensorRTBuildError) as err:
+    except (OSError, OnnxFileError, ProfileError, TensorRTBuildError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("equivalent trtexec command:\n  " + trtexec_command(args.onnx, args.output, profile, args.precision, dims,
@@ -77,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         require_cuda()
         model = load_checkpoint(args.checkpoint, config)
         print(f"building a {args.precision} TensorRT engine from {args.onnx} ...")
-        plan = build_engine(args.onnx, args.output, profile, args.precision, args.timing_cache, args.workspace_gb)
-        report = check_engine_parity(plan, model, profile, args.precision)
+        reports = []  # the parity run checks the plan before it replaces the previous one
+        plan = build_engine(args.onnx, args.output, profile, args.precision, args.timing_cache, args.workspace_gb,
+                            check=lambda path: reports.append(check_engine_parity(path, model, profile,
+                                                                                  args.precision)))
+        report = reports[0]
     except EngineUnavailable as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
