@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +36,69 @@ ATTENTION_BACKENDS: tuple[str, ...] = ("math", "sdpa", "triton")
 
 class ConfigError(ValueError):
     """A configuration value that cannot describe a valid model."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric field: ``lo <= x <= hi`` (``<`` at an open end), and why the bounds."""
+
+    lo: float
+    hi: float
+    why: str = ""
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def contains(self, x: float) -> bool:
+        above = x > self.lo if self.open_lo else x >= self.lo
+        below = x < self.hi if self.open_hi else x <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        text = f"{'(' if self.open_lo else '['}{self.lo:g}, {self.hi:g}{')' if self.open_hi else ']'}"
+        return f"{text} ({self.why})" if self.why else text
+
+
+# A field the table of its class does not list: integers are counts (layers, heads, ...) in DEFAULT_INT_RANGE,
+# floats must be finite. So a field added later is checked without anyone remembering to list it.
+DEFAULT_INT_RANGE = Range(1, 256, "a count of layers, heads or tokens")
+
+
+def _kind(annotation: Any) -> tuple[str, tuple]:
+    """("bool" | "int" | "float" | "str" | "choice" | "other", choices) of a field's resolved annotation."""
+    if typing.get_origin(annotation) is Literal:
+        return "choice", typing.get_args(annotation)
+    names = {bool: "bool", int: "int", float: "float", str: "str"}
+    return names.get(annotation, "other"), ()
+
+
+def check_fields(obj: Any, ranges: dict[str, Range]) -> None:
+    """Check each dataclass field of ``obj`` against its type annotation and its range; raise
+    :class:`ConfigError` naming the first bad field. Bools are not integers here, and NaN/inf are refused."""
+    cls = type(obj)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(obj):
+        name, value = f"{cls.__name__}.{f.name}", getattr(obj, f.name)
+        kind, choices = _kind(hints[f.name])
+        if kind == "choice":
+            if not any(type(value) is type(c) and value == c for c in choices):
+                raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true or false, got {value!r}")
+        elif kind == "str":
+            if not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string, got {value!r}")
+        elif kind in ("int", "float"):
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if kind == "int" and not is_int:
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            if kind == "float" and not (is_int or isinstance(value, float)):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be finite, got {value!r}")
+            bound = ranges.get(f.name, DEFAULT_INT_RANGE if kind == "int" else None)
+            if bound is not None and not bound.contains(value):
+                raise ConfigError(f"{name} must be in {bound}, got {value!r}")
 
 
 def _from_dict(cls: type, data: dict[str, Any]):
@@ -75,6 +140,27 @@ class _JsonMixin:
         if not path.is_file():
             raise FileNotFoundError(f"{cls.__name__}: no config file at {path}")
         return cls.from_json(path.read_text())
+
+
+_WIDTH = "wider layers would need gigabytes per weight matrix"
+# Why each bound: the model is built, exported and served at these sizes, and the checkpoint loader checks a
+# config.json against them before allocating anything (a typo like max_video_len: 10**9 fails here, not in the
+# allocator).
+COREBA_RANGES: dict[str, Range] = {
+    "video_dim": Range(1, 65536, "feature width; " + _WIDTH),
+    "text_dim": Range(1, 65536, "feature width; " + _WIDTH),
+    "max_video_len": Range(1, 4096, "clips; exports, TensorRT profiles and serving configs size buffers by it, "
+                                    "attention memory grows with its square; 4096 clips = 2.3 h at 2 s"),
+    "max_text_len": Range(1, 1024, "query tokens; CLIP's text encoder has 77"),
+    "clip_length": Range(0, 3600, "seconds per clip", open_lo=True),
+    "hidden_dim": Range(2, 16384, _WIDTH),
+    "num_heads": Range(1, 256, "attention heads"),
+    "ffn_dim": Range(1, 65536, _WIDTH),
+    "dropout": Range(0, 1, "a probability below 1", open_hi=True),
+    "input_dropout": Range(0, 1, "a probability below 1", open_hi=True),
+    "num_balance_tokens": Range(0, 1024, "0 turns Balance Tokens off"),
+    "num_queries": Range(1, 1024, "moment queries"),
+}
 
 
 @dataclass
@@ -120,35 +206,14 @@ class CorebaConfig(_JsonMixin):
         self.validate()
 
     def validate(self) -> None:
-        positive = ["video_dim", "text_dim", "max_video_len", "max_text_len", "hidden_dim", "num_heads",
-                    "ffn_dim", "num_recurrent", "num_saliency_layers", "num_decoder_layers", "num_queries",
-                    "num_qd_layers"]
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"CorebaConfig.{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.num_balance_tokens, int) or self.num_balance_tokens < 0:
-            raise ConfigError(f"CorebaConfig.num_balance_tokens must be >= 0, got {self.num_balance_tokens!r}")
+        """Every field's type (from its annotation) and range (:data:`COREBA_RANGES`), then the relations between
+        fields; raises :class:`ConfigError` naming the field. A config.json is read through here, so a bad value
+        is refused before any tensor is allocated."""
+        check_fields(self, COREBA_RANGES)
         if self.hidden_dim % self.num_heads:
             raise ConfigError(f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}")
         if self.hidden_dim % 2:
             raise ConfigError(f"hidden_dim must be even for the sine position embedding, got {self.hidden_dim}")
-        for name in ("dropout", "input_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"CorebaConfig.{name} must be in [0, 1), got {value!r}")
-        if self.clip_length <= 0:
-            raise ConfigError(f"CorebaConfig.clip_length must be > 0, got {self.clip_length!r}")
-        choices = {
-            "encoder_type": ("cfc", "qd_detr"),
-            "recurrent_mode": ("recurrent", "stacked"),
-            "self_attention": ("shared", "separate", "none"),
-            "activation": ("prelu", "relu", "gelu"),
-            "attention_backend": ATTENTION_BACKENDS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"CorebaConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     def replace(self, **changes: Any) -> CorebaConfig:
         return dataclasses.replace(self, **changes)

@@ -36,6 +36,7 @@ import contextlib
 import json
 import shlex
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import ModuleType
@@ -43,8 +44,10 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from coreba.atomic import atomic_file, check_output_path
 from coreba.config import CorebaConfig
 from coreba.engines.tensorrt_engine import require_cuda, require_tensorrt, tensorrt_major, trt_logger
+from coreba.onnx_io import read_model_config, read_onnx
 from export.spec import FP16_SCORE_TOLERANCE, FP16_TOLERANCE, FP32_TOLERANCE, INPUT_NAMES, Tolerance
 from export.tensorrt_ops import check_tensorrt_compatibility
 from export.validate import ParityCase, ParityReport, check_parity, parity_cases
@@ -152,16 +155,6 @@ class ShapeProfile:
         return cls(**{**base, **given})
 
 
-def read_model_config(onnx_path: str | Path) -> CorebaConfig:
-    """The ``CorebaConfig`` the exporter stored in the ONNX metadata (key ``config``)."""
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if "config" not in meta:
-        raise TensorRTBuildError(f"{onnx_path} has no 'config' metadata: export it with export/to_onnx.py, which "
-                                 "records the model config the profile and the parity check need")
-    return CorebaConfig.from_json(meta["config"])
-
-
 def model_dims(config: CorebaConfig) -> ModelDims:
     return ModelDims(config.video_dim, config.text_dim, config.max_video_len, config.max_text_len)
 
@@ -178,8 +171,7 @@ def graph_precision(onnx_path: str | Path | onnx.ModelProto) -> str:
     The fp16 export keeps fp32 inputs and outputs (casts at the edges) and a few fp32 constants, so the
     weights, not the I/O, say what precision a strongly typed engine of this graph computes in.
     """
-    proto = onnx_path if isinstance(onnx_path, onnx.ModelProto) else onnx.load(str(onnx_path),
-                                                                              load_external_data=False)
+    proto = onnx_path if isinstance(onnx_path, onnx.ModelProto) else read_onnx(onnx_path, load_weights=False)
     elements: Counter[str] = Counter()
     for init in proto.graph.initializer:
         kind = _GRAPH_TYPES.get(init.data_type)
@@ -326,15 +318,19 @@ def _apply_flags(config: tensorrt.IBuilderConfig, plan: BuildPlan) -> None:
 
 def build_engine(onnx_path: str | Path, plan_path: str | Path, profile: ShapeProfile | None = None,
                  precision: str = "auto", timing_cache: str | Path | None = None,
-                 workspace_gb: float | None = None, typing: str = "strong") -> Path:
+                 workspace_gb: float | None = None, typing: str = "strong",
+                 check: Callable[[Path], object] | None = None) -> Path:
     """Parse ``onnx_path``, build an engine for ``profile`` and write it to ``plan_path``.
 
     ``precision`` "auto" is the graph's own (fp32 export: strict fp32; fp16 export: fp16); see
     :func:`plan_build` for what each precision and ``typing`` mean and what TensorRT 10 / 11 allow.
+    The plan and its sidecar are written atomically (:mod:`coreba.atomic`); ``check`` (e.g. the parity run)
+    gets the plan under its temporary name, and an exception from it leaves the previous plan in place.
     """
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     if not onnx_path.is_file():
         raise FileNotFoundError(f"no ONNX file at {onnx_path}")
+    check_output_path(plan_path)
     plan = plan_build(graph_precision(onnx_path), precision, typing)
     dims = model_dims(read_model_config(onnx_path))
     profile = profile or ShapeProfile.for_model(dims)
@@ -380,16 +376,19 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, profile: ShapePro
     if serialized is None:
         raise TensorRTBuildError(f"TensorRT failed to build an engine from {onnx_path} ({plan.typing}ly typed, "
                                  f"{plan.precision}; the builder's errors are in the TensorRT log above)")
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
-    plan_path.write_bytes(bytes(serialized))
-    # The plan carries no model config; the Predictor and serving read it from this sidecar.
-    plan_path.with_suffix(".json").write_text(json.dumps({
-        "config": read_model_config(onnx_path).to_dict(), "precision": plan.precision, "typing": plan.typing,
-        "graph_precision": plan.graph_precision, "tensorrt": str(trt.__version__),
-        "profile": asdict(profile), "onnx": str(onnx_path)}, indent=2))
-    if cache_path is not None:
+    if cache_path is not None:  # timing data stays valid whatever the checks below decide
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+        with atomic_file(cache_path) as tmp:
+            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    # The plan carries no model config; the Predictor and serving read it from this sidecar.
+    with atomic_file(plan_path) as tmp_plan, atomic_file(plan_path.with_suffix(".json")) as tmp_sidecar:
+        tmp_plan.write_bytes(bytes(serialized))
+        tmp_sidecar.write_text(json.dumps({
+            "config": read_model_config(onnx_path).to_dict(), "precision": plan.precision, "typing": plan.typing,
+            "graph_precision": plan.graph_precision, "tensorrt": str(trt.__version__),
+            "profile": asdict(profile), "onnx": str(onnx_path)}, indent=2))
+        if check is not None:
+            check(tmp_plan)
     return plan_path
 
 

@@ -20,8 +20,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from coreba.atomic import check_output_path
 from coreba.engines.base import EngineUnavailable
 from coreba.engines.tensorrt_engine import require_cuda, require_tensorrt
+from coreba.onnx_io import OnnxFileError, read_model_config
 from export.tensorrt_build import (
     PRECISIONS,
     TYPINGS,
@@ -36,7 +38,6 @@ from export.tensorrt_build import (
     load_checkpoint,
     model_dims,
     plan_build,
-    read_model_config,
     trtexec_command,
 )
 from export.validate import ParityError
@@ -77,13 +78,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_output_path(args.output)  # before the build: minutes of work must not end in an unwritable path
         config = read_model_config(args.onnx)
         dims = model_dims(config)
         profile = ShapeProfile.for_model(dims, **{f"{k}_{a}": getattr(args, f"{k}_{a}")
                                                   for a in ("batch", "clips", "tokens") for k in ("min", "opt", "max")})
         profile.check_fits(dims)
         plan = plan_build(graph_precision(args.onnx), args.precision, args.typing)
-    except (OSError, ProfileError, PrecisionError, TensorRTBuildError) as err:
+    except (OSError, OnnxFileError, ProfileError, PrecisionError, TensorRTBuildError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{args.onnx}: {plan.graph_precision} graph -> {plan.typing}ly typed {plan.precision} engine")
@@ -95,9 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         require_cuda()
         model = load_checkpoint(args.checkpoint, config)
         print(f"building a {plan.precision} TensorRT engine from {args.onnx} ...")
+        reports = []  # the parity run checks the plan before it replaces the previous one
         plan_path = build_engine(args.onnx, args.output, profile, plan.precision, args.timing_cache,
-                                 args.workspace_gb, plan.typing)
-        report = check_engine_parity(plan_path, model, profile, plan.precision)
+                                 args.workspace_gb, plan.typing,
+                                 check=lambda path: reports.append(check_engine_parity(path, model, profile,
+                                                                                       plan.precision)))
+        report = reports[0]
     except (EngineUnavailable, PrecisionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -14,44 +14,41 @@ Models written (``<output>/<model>/config.pbtxt`` + ``<output>/<model>/1/...``):
 * ``coreba_postprocess`` Python backend: :func:`coreba.postprocess.postprocess` -> moments and saliency.
 * ``coreba``             the ensemble a client calls: ``--engine`` -> post-processing.
 
-Every ``config.pbtxt`` is built as Triton's ModelConfig message and the written repository is re-read
-and checked (:mod:`serving.config_check`) before this returns. Model dims come from the ``config``
-metadata the exporter stores in the ONNX file, so the repository always matches the model it serves.
+Nothing is written before everything is checked, and nothing is overwritten that this builder did not
+write. The models are built in a staging folder beside ``output``; every ``config.pbtxt`` is built as
+Triton's ModelConfig message, re-read and checked (:mod:`serving.config_check`) together with any other
+model already in ``output`` (a foreign model that Triton would reject is reported before anything is
+written); coreba's folders in ``output`` are replaced only if they hold exactly what an earlier build
+recorded in its marker (:mod:`serving.repository_marker`), unless ``force``; then each folder is swapped
+in with a rename. Model dims come from the ``config`` metadata the exporter stores in the ONNX file, so the
+repository always matches the model it serves.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
 
-from coreba.config import CorebaConfig
+from coreba.atomic import check_output_path, replace_directory, staging_directory
+from coreba.onnx_io import read_model_config
 from coreba.postprocess import DEFAULT_TOP_K
 from serving import model_configs as configs
-from serving.config_check import check_repository
+from serving.config_check import check_models, model_dirs
 from serving.model_configs import Batching, TensorRTAcceleration
+from serving.repository_marker import NotOursError, fingerprints, not_ours, read_marker, write_marker
 from serving.spec import ALL_MODELS, ENGINE_MODELS, ENSEMBLE, ONNX_FILENAME, PLAN_FILENAME, POSTPROCESS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 VERSION = "1"
-
-
-def read_model_config(onnx_path: str | Path) -> CorebaConfig:
-    """The :class:`CorebaConfig` the exporter stored in the ONNX file's metadata."""
-    from export.onnx_export import read_metadata
-
-    metadata = read_metadata(onnx_path)
-    if "config" not in metadata:
-        raise ValueError(f"{onnx_path} has no 'config' metadata: export it with export.onnx_export.export_onnx")
-    return CorebaConfig.from_json(metadata["config"])
+SHOWN = 3  # entries quoted in an error; the count says how many there are
 
 
 def _write_model(output: Path, config, files: dict[str, Path]) -> Path:
     """``output/<name>/config.pbtxt`` and the version folder with ``files`` (name in folder -> source)."""
     model_dir = output / config.name
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
     (model_dir / VERSION).mkdir(parents=True)
     (model_dir / "config.pbtxt").write_text(configs.to_pbtxt(config))
     for name, source in files.items():
@@ -59,16 +56,33 @@ def _write_model(output: Path, config, files: dict[str, Path]) -> Path:
     return model_dir
 
 
+def _swap_in(stage: Path, output: Path, names: list[str], stale: list[str]) -> None:
+    """Move each staged model folder into ``output`` (the old one goes into the staging folder, deleted with
+    it), and move the ``stale`` coreba folders out of ``output`` the same way."""
+    aside = stage / ".replaced"
+    aside.mkdir()
+    output.mkdir(exist_ok=True)
+    for name in names:
+        replace_directory(stage / name, output / name, aside=aside / name)
+    for name in stale:
+        os.replace(output / name, aside / name)
+
+
 def build_repository(onnx_path: str | Path, output: str | Path, plan_path: str | Path | None = None,
                      engine: str = "python", batching: Batching | None = None, onnx_kind: str = "gpu",
                      python_kind: str = "cpu", tensorrt: TensorRTAcceleration | None = None,
                      top_k: int = DEFAULT_TOP_K, instances: int = 1, graph_optimization: str = "all",
-                     intra_op_threads: int = 0) -> dict[str, Path]:
-    """Write the repository and return ``{model name: model folder}``; raises ``ValueError`` on bad options
-    and :class:`serving.config_check.ConfigCheckError` if a written config would not load."""
+                     intra_op_threads: int = 0, force: bool = False) -> dict[str, Path]:
+    """Write the repository and return ``{model name: model folder}``. Raises, before writing anything:
+    ``ValueError`` on bad options; :class:`coreba.onnx_io.OnnxFileError` for an ONNX file that is not a whole
+    exported model; :class:`serving.config_check.ConfigCheckError` if a config (coreba's, or another model's
+    in ``output``) would not load; :class:`serving.repository_marker.NotOursError` where coreba's folders in
+    ``output`` hold anything this builder did not write (``force`` replaces them anyway);
+    :class:`coreba.atomic.OutputPathError` for an unwritable path."""
     onnx_path, output = Path(onnx_path), Path(output)
     if not onnx_path.is_file():
         raise FileNotFoundError(f"no ONNX file at {onnx_path}")
+    check_output_path(output, kind="dir")
     if engine not in ENGINE_MODELS:
         raise ValueError(f"engine must be one of {tuple(ENGINE_MODELS)}, got {engine!r}")
     if engine == "trt" and plan_path is None:
@@ -81,26 +95,40 @@ def build_repository(onnx_path: str | Path, output: str | Path, plan_path: str |
     cfg = read_model_config(onnx_path)
     top_k = min(top_k, cfg.num_queries)  # post-processing keeps at most num_queries windows
 
-    output.mkdir(parents=True, exist_ok=True)
-    for stale in ALL_MODELS:  # a repository built earlier with a plan must not keep a stale coreba_trt
-        if (output / stale).is_dir():
-            shutil.rmtree(output / stale)
-    written = {
-        ENGINE_MODELS["python"]: _write_model(
-            output, configs.python_engine_config(cfg, batching, python_kind, instances, graph_optimization,
-                                                 intra_op_threads),
-            {"model.py": TEMPLATES / "coreba_python" / "model.py", ONNX_FILENAME: onnx_path}),
-        ENGINE_MODELS["onnx"]: _write_model(
-            output, configs.onnx_config(cfg, batching, onnx_kind, instances, tensorrt), {ONNX_FILENAME: onnx_path}),
-        POSTPROCESS: _write_model(output, configs.postprocess_config(cfg, batching, top_k, instances),
-                                  {"model.py": TEMPLATES / "coreba_postprocess" / "model.py"}),
-        ENSEMBLE: _write_model(output, configs.ensemble_config(cfg, batching, engine, top_k), {}),
-    }
-    if plan_path is not None:
-        written[ENGINE_MODELS["trt"]] = _write_model(output, configs.trt_config(cfg, batching, instances),
-                                                     {PLAN_FILENAME: Path(plan_path)})
-    check_repository(output)
-    return written
+    existing = output.is_dir()
+    marker = read_marker(output) if existing and not force else {}
+    foreign = [d for d in model_dirs(output) if d.name not in ALL_MODELS] if existing else []
+    with staging_directory(output) as stage:
+        written = {
+            ENGINE_MODELS["python"]: _write_model(
+                stage, configs.python_engine_config(cfg, batching, python_kind, instances, graph_optimization,
+                                                    intra_op_threads),
+                {"model.py": TEMPLATES / "coreba_python" / "model.py", ONNX_FILENAME: onnx_path}),
+            ENGINE_MODELS["onnx"]: _write_model(
+                stage, configs.onnx_config(cfg, batching, onnx_kind, instances, tensorrt), {ONNX_FILENAME: onnx_path}),
+            POSTPROCESS: _write_model(stage, configs.postprocess_config(cfg, batching, top_k, instances),
+                                      {"model.py": TEMPLATES / "coreba_postprocess" / "model.py"}),
+            ENSEMBLE: _write_model(stage, configs.ensemble_config(cfg, batching, engine, top_k), {}),
+        }
+        if plan_path is not None:
+            written[ENGINE_MODELS["trt"]] = _write_model(stage, configs.trt_config(cfg, batching, instances),
+                                                         {PLAN_FILENAME: Path(plan_path)})
+        check_models([*written.values(), *foreign])  # coreba's configs, and every other model served beside them
+        if existing and not force:
+            problems = not_ours(output, ALL_MODELS, marker)
+            if problems:
+                raise NotOursError(f"{output} holds {len(problems)} entr{'y' if len(problems) == 1 else 'ies'} "
+                                   f"build_repository would replace but did not write: {', '.join(problems[:SHOWN])}"
+                                   f"{', ...' if len(problems) > SHOWN else ''}; move them away or pass --force")
+        names = list(written)
+        stale = [n for n in ALL_MODELS if n not in written and (output / n).exists()]  # e.g. an old coreba_trt
+        ours = fingerprints(stage, names)
+        if existing:  # first record both versions: an interruption mid-swap leaves nothing unrecognised
+            write_marker(output, {rel: [*marker.get(rel, []), *([ours[rel]] if rel in ours else [])]
+                                  for rel in {*marker, *ours}})
+        _swap_in(stage, output, names, stale)
+        write_marker(output, {rel: [fp] for rel, fp in ours.items()})
+    return {name: output / name for name in names}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -110,6 +138,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     required.add_argument("--onnx", required=True, type=Path, help="ONNX file from export.onnx_export")
     required.add_argument("--output", required=True, type=Path, help="model repository folder to write")
     opt = parser.add_argument_group("engine")
+    opt.add_argument("--force", action="store_true",
+                     help="replace coreba's model folders in --output even where they hold files this builder did "
+                          "not write (other models in --output are never touched)")
     opt.add_argument("--engine", choices=tuple(ENGINE_MODELS), default="python",
                      help="the engine the ensemble 'coreba' runs")
     opt.add_argument("--plan", type=Path, default=None, help="TensorRT plan: also write coreba_trt")
@@ -143,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                                    python_kind="gpu" if args.python_gpu else "cpu", tensorrt=tensorrt,
                                    top_k=args.top_k, instances=args.instances,
                                    graph_optimization=args.graph_optimization,
-                                   intra_op_threads=args.intra_op_threads)
-    except (ValueError, FileNotFoundError) as err:
+                                   intra_op_threads=args.intra_op_threads, force=args.force)
+    except (ValueError, OSError) as err:  # every error here is one line naming the file or the option
         print(f"error: {err}", file=sys.stderr)
         return 1
     for name, folder in written.items():

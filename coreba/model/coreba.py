@@ -19,8 +19,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from coreba.atomic import atomic_file
 from coreba.config import ATTENTION_BACKENDS, ConfigError, CorebaConfig
 from coreba.model.attention import MultiHeadAttention, triton_usable
+from coreba.model.checkpoint import CheckpointError, check_finite, check_header, expected_tensors, read_header
 from coreba.model.decoder import MomentDecoder
 from coreba.model.encoder import build_encoder
 from coreba.model.layers import InputProjection, video_position_embedding
@@ -29,10 +31,6 @@ from coreba.model.validation import validate_inputs
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, or does not match its config."""
 
 
 def _is_exporting() -> bool:
@@ -110,18 +108,25 @@ class Coreba(nn.Module):
 
     # -------------------------------------------------------------------------------------- checkpoints
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (no pickle: loading never executes code)."""
+        """Write ``config.json`` + ``model.safetensors`` (no pickle: loading never executes code). Each file is
+        written atomically (:mod:`coreba.atomic`): an interrupted save leaves the previous one readable."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.config.save(directory / CONFIG_NAME)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "config": self.config.to_json()})
+        with atomic_file(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "config": self.config.to_json()})
+        with atomic_file(directory / CONFIG_NAME) as tmp:
+            self.config.save(tmp)
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu",
                         **config_overrides) -> Coreba:
-        """Load a ``save_pretrained`` directory; raises :class:`CheckpointError` saying what is wrong."""
+        """Load a ``save_pretrained`` directory; raises :class:`CheckpointError` saying what is wrong.
+
+        Order matters (:mod:`coreba.model.checkpoint`): the config is validated, then checked against the
+        weights' header (names, count, shapes, dtypes) on a meta-device model, before anything is allocated;
+        then the weights are read and refused if any is NaN/Inf."""
         directory = Path(directory)
         if not directory.is_dir():
             raise CheckpointError(f"checkpoint directory {directory} does not exist")
@@ -134,25 +139,17 @@ class Coreba(nn.Module):
                 config = config.replace(**config_overrides)
         except (ConfigError, TypeError) as err:
             raise CheckpointError(f"{directory / CONFIG_NAME}: {err}") from err
+        weights = directory / WEIGHTS_NAME
+        header = read_header(weights)
+        with torch.device("meta"):
+            expected = expected_tensors(cls(config))
+        check_header(header, expected, str(directory))
         try:
-            state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+            state = load_file(str(weights), device=str(map_location))
         except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{directory / WEIGHTS_NAME} is not a readable safetensors file: {err}") from err
+            raise CheckpointError(f"{weights} is not a readable safetensors file: {err}") from err
+        check_finite(state, str(directory))
         model = cls(config)
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
-            parts = []
-            if missing:
-                parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[:3]}")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[:3]}")
-            if wrong:
-                parts.append("shape mismatch: " + ", ".join(
-                    f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:3]))
-            raise CheckpointError(f"checkpoint {directory} does not match its config: " + "; ".join(parts))
         model.load_state_dict(state)
         return model.to(map_location)
 

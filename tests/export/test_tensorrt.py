@@ -16,19 +16,18 @@ from onnx import TensorProto, helper
 
 from coreba.engines import EngineUnavailable
 from coreba.engines.tensorrt_engine import TensorRTEngine, TensorSpec, check_shapes, require_cuda, require_tensorrt
+from coreba.onnx_io import OnnxFileError, read_model_config
 from export import to_tensorrt
 from export.tensorrt_build import (
     ModelDims,
     ProfileError,
     ShapeProfile,
-    TensorRTBuildError,
     build_engine,
     check_engine_parity,
     graph_precision,
     model_dims,
     plan_build,
     profile_cases,
-    read_model_config,
     trtexec_command,
 )
 from export.tensorrt_ops import (
@@ -176,7 +175,7 @@ def test_read_model_config_from_onnx_metadata(trt_onnx, tmp_path):
     bare = onnx.load(str(trt_onnx["fp32"]))
     del bare.metadata_props[:]
     onnx.save(bare, str(tmp_path / "bare.onnx"))
-    with pytest.raises(TensorRTBuildError, match="no 'config' metadata"):
+    with pytest.raises(OnnxFileError, match="no 'config' metadata"):
         read_model_config(tmp_path / "bare.onnx")
 
 
