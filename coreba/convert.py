@@ -238,14 +238,19 @@ def map_state_dict(state: dict[str, Tensor], config: CorebaConfig, opt: dict[str
     return mapped
 
 
-def from_qd_detr(path: str | Path) -> Coreba:
-    """A QD-DETR training checkpoint (``model_best.ckpt``) as a :class:`Coreba` model, in eval mode."""
-    state, opt, _ = load_qd_detr_checkpoint(path)
+def model_from_qd_detr(state: dict[str, Tensor], opt: dict[str, Any]) -> Coreba:
+    """The :class:`Coreba` model of a loaded QD-DETR checkpoint (state dict and options), in eval mode."""
     config = config_from_opt(opt)
     mapped = map_state_dict(state, config, opt)
     model = Coreba(config)
     model.load_state_dict(mapped, strict=True)
     return model.eval()
+
+
+def from_qd_detr(path: str | Path) -> Coreba:
+    """A QD-DETR training checkpoint (``model_best.ckpt``) as a :class:`Coreba` model, in eval mode."""
+    state, opt, _ = load_qd_detr_checkpoint(path)
+    return model_from_qd_detr(state, opt)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -263,8 +268,8 @@ def convert_qd_detr(checkpoint: str | Path, output: str | Path, force: bool = Fa
     checkpoint, output = Path(checkpoint), Path(output)
     if output.exists() and not force:
         raise FileExistsError(f"{output} exists; pass --force to replace it")
-    model = from_qd_detr(checkpoint)
-    _, opt, rest = load_qd_detr_checkpoint(checkpoint)
+    state, opt, rest = load_qd_detr_checkpoint(checkpoint)
+    model = model_from_qd_detr(state, opt)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:

@@ -37,7 +37,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 # Bump when forward or initialisation semantics change without changing any parameter's name or shape: caches
 # of trained weights (coreba.pretrained) key on architecture_fingerprint(), which includes it.
-MODEL_REVISION = 2  # 2: QD-DETR's decoder heads, xavier init, std-1 saliency token (issue 11)
+MODEL_REVISION = 2  # 2 (issue 11): QD-DETR's decoder heads and T2V residual, xavier init, std-1 saliency token
 
 
 class CheckpointError(ValueError):
