@@ -4,20 +4,9 @@ Every hyper-parameter of the COREBA paper (Sec. IV-B) and of QD-DETR, on which i
 field here with the paper's value as its default, so a checkpoint's ``config.json`` rebuilds the
 model exactly and no other module holds a magic number.
 
-The ablations of Tables II-V are plain switches of :class:`CorebaConfig`:
-
-============================  ==============================================================
-paper row                     config
-============================  ==============================================================
-Table II, N_b = k             ``num_balance_tokens=k`` (0 allowed)
-Table IV, REC_N               ``num_recurrent=N, recurrent_mode="recurrent"`` (shared weights)
-Table IV, MOD_N               ``num_recurrent=N, recurrent_mode="stacked"`` (N CFC modules)
-Table III (a) no TV-block     ``use_tv_block=False``
-Table III (b) no SA-block     ``self_attention="none"``
-Table III (c) two VT-blocks   ``share_vt_block=False``
-Table III (d) two SA-blocks   ``self_attention="separate"``
-Table III (qd3/qd4), V (a)    ``encoder_type="qd_detr", num_qd_layers=3|4|1``
-============================  ==============================================================
+Every row of the paper's ablation tables (II-V) is a named preset: ``CorebaConfig.preset("table5_a")``
+(:data:`PRESETS` lists them with the paper row and what each changes). ``CorebaConfig.preset("qd_detr")`` is
+QD-DETR's own released configuration, what :mod:`coreba.convert` builds for a default QD-DETR checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +15,7 @@ import dataclasses
 import json
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -181,6 +171,10 @@ class CorebaConfig(_JsonMixin):
     dropout: float = 0.1
     input_dropout: float = 0.5
     activation: Literal["prelu", "relu", "gelu"] = "prelu"  # QD-DETR's layers use PReLU
+    # input MLPs (LayerNorm, dropout, Linear, ReLU blocks): the paper's "3-layer MLPs"; QD-DETR's n_input_proj is 2
+    num_input_proj_layers: int = 3
+    # QD-DETR's use_txt_pos: a learned position per query token, added to the text keys of the T2V layers
+    text_position_embedding: bool = False
 
     # Balance Tokens (Sec. III-A)
     num_balance_tokens: int = 7
@@ -214,9 +208,65 @@ class CorebaConfig(_JsonMixin):
             raise ConfigError(f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}")
         if self.hidden_dim % 2:
             raise ConfigError(f"hidden_dim must be even for the sine position embedding, got {self.hidden_dim}")
+        if self.text_position_embedding and self.encoder_type != "qd_detr":
+            raise ConfigError("CorebaConfig.text_position_embedding (QD-DETR's use_txt_pos) exists only for "
+                              f"encoder_type='qd_detr', got encoder_type={self.encoder_type!r}")
 
     def replace(self, **changes: Any) -> CorebaConfig:
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> CorebaConfig:
+        """The config of a paper row (see :data:`PRESETS`), with ``overrides`` (e.g. feature dims) on top."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name].changes, **overrides})
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named config: the paper row it reproduces and its changes from the defaults (the paper's model)."""
+
+    row: str
+    changes: Mapping[str, Any]
+
+
+# Rows of Table V keep everything outside the fusion part as COREBA's (3-block input MLPs, 2 saliency-encoder
+# layers, 2 decoder layers), so two rows differ only in the designs the table names. "qd_detr" rows use
+# QD-DETR's text-to-video cross-attention layers (Sec. IV-E4: "a QD-DETR baseline model with one cross-modal
+# fusion layer"). Table III qd3/qd4 ("3 and 4 fusion layers introduced in QD-DETR, along with the same number of
+# Balance Tokens") are single passes: QD-DETR has no recurrence, and the rows compare parameter counts, which
+# recurrence would not change.
+_QD = {"encoder_type": "qd_detr", "num_qd_layers": 1}
+_CFC = {"encoder_type": "cfc"}
+_NB, _NR = "num_balance_tokens", "num_recurrent"
+PRESETS: dict[str, Preset] = {
+    "coreba": Preset("Table I COREBA (= Table II N_b=7, III (e), IV REC_3, V (i))", {}),
+    **{f"table2_nb{n}": Preset(f"Table II, N_b = {n}", {_NB: n}) for n in (0, 1, 3, 5, 7, 9)},
+    "table3_qd3": Preset("Table III (qd3): N_tv=0, N_vt=3, N_s=0", {**_QD, "num_qd_layers": 3, _NR: 1, _NB: 7}),
+    "table3_qd4": Preset("Table III (qd4): N_tv=0, N_vt=4, N_s=0", {**_QD, "num_qd_layers": 4, _NR: 1, _NB: 7}),
+    "table3_a": Preset("Table III (a): no TV-block", {"use_tv_block": False}),
+    "table3_b": Preset("Table III (b): no self-attention block", {"self_attention": "none"}),
+    "table3_c": Preset("Table III (c): two VT-blocks", {"share_vt_block": False}),
+    "table3_d": Preset("Table III (d): two self-attention blocks", {"self_attention": "separate"}),
+    "table3_e": Preset("Table III (e): one TV, one shared VT, one shared SA (COREBA)", {}),
+    **{f"table4_rec{n}": Preset(f"Table IV REC_{n}: 1 CFC module, {n} recurrent turns",
+                                {_NR: n, "recurrent_mode": "recurrent"}) for n in (2, 3, 4, 5)},
+    **{f"table4_mod{n}": Preset(f"Table IV MOD_{n}: {n} CFC modules, no recurrence",
+                                {_NR: n, "recurrent_mode": "stacked"}) for n in (2, 3, 4, 5)},
+    "table5_a": Preset("Table V (a): QD-DETR baseline (no RAM, CFC or BAT)", {**_QD, _NR: 1, _NB: 0}),
+    "table5_b": Preset("Table V (b): RAM", {**_QD, _NR: 3, _NB: 0}),
+    "table5_c": Preset("Table V (c): CFC", {**_CFC, _NR: 1, _NB: 0}),
+    "table5_d": Preset("Table V (d): BAT", {**_QD, _NR: 1, _NB: 7}),
+    "table5_e": Preset("Table V (e): RAM + CFC", {**_CFC, _NR: 3, _NB: 0}),
+    "table5_f": Preset("Table V (f): RAM + BAT", {**_QD, _NR: 3, _NB: 7}),
+    "table5_g": Preset("Table V (g): CFC + BAT", {**_CFC, _NR: 1, _NB: 7}),
+    "table5_i": Preset("Table V (i): RAM + CFC + BAT (COREBA)", {**_CFC, _NR: 3, _NB: 7}),
+    # Not a paper row: QD-DETR's released model (its enc_layers = 2 sets both the T2V and the saliency encoder).
+    "qd_detr": Preset("QD-DETR as released (not a paper row)",
+                      {**_QD, "num_qd_layers": 2, "num_saliency_layers": 2, _NR: 1, _NB: 0,
+                       "num_input_proj_layers": 2}),
+}
 
 
 @dataclass

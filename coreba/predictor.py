@@ -2,8 +2,11 @@
 
     predictor = Predictor.from_pretrained("artifacts/coreba.onnx", engine="onnxruntime")
     results = predictor.predict([video_feats], [text_feats], durations=[150.0])
-    results[0].moments    # [[start_s, end_s, score], ...] sorted by score
+    results[0].moments    # [[start_s, end_s, score], ...] sorted by score, exact times
     results[0].saliency   # one score per valid 2 s clip
+
+Times are exact by default (``mode="exact"`` of :func:`coreba.postprocess.postprocess`); ``mode="qvhighlights"``
+writes them with QD-DETR's QVHighlights submission rule (multiples of the clip length, 4-decimal scores).
 
 Inputs of different lengths are validated, padded into one batch with masks (exact: a sample's output
 does not depend on its padding or batch-mates), run by the engine, and post-processed by
@@ -24,7 +27,7 @@ from coreba.config import CorebaConfig
 from coreba.engines import ENGINE_NAMES, Engine, load_engine
 from coreba.model.validation import InputError, validate_inputs
 from coreba.onnx_io import read_model_config
-from coreba.postprocess import DEFAULT_TOP_K, QueryResult, postprocess
+from coreba.postprocess import DEFAULT_TOP_K, PostprocessMode, QueryResult, postprocess
 
 
 def config_for(path: str | Path, engine: str) -> CorebaConfig:
@@ -134,9 +137,11 @@ class Predictor:
         validate_inputs(self.config, t["video_feats"], t["video_mask"], t["text_feats"], t["text_mask"])
 
     def predict(self, video_feats: Sequence[np.ndarray], text_feats: Sequence[np.ndarray],
-                durations: Sequence[float] | None = None, top_k: int = DEFAULT_TOP_K) -> list[QueryResult]:
+                durations: Sequence[float] | None = None, top_k: int = DEFAULT_TOP_K,
+                mode: PostprocessMode = "exact") -> list[QueryResult]:
         """One (Lv_i, Dv) video and one (Lt_i, Dt) query per sample; ``durations`` in seconds (default:
-        valid clips x clip length). Anything else than that is an :class:`InputError` naming it."""
+        valid clips x clip length); ``mode``: "exact" times or QD-DETR's "qvhighlights" rule. Anything else than
+        that is an :class:`InputError` naming it."""
         video_feats, text_feats = as_samples("video_feats", video_feats), as_samples("text_feats", text_feats)
         durations = check_durations(durations, len(video_feats))
         top_k = check_top_k(top_k)
@@ -144,15 +149,15 @@ class Predictor:
         for start in range(0, len(video_feats), self.max_batch_size):
             stop = start + self.max_batch_size
             feeds = pad_batch(self.config, video_feats[start:stop], text_feats[start:stop])
-            results += self.predict_padded(feeds, None if durations is None else durations[start:stop], top_k)
+            results += self.predict_padded(feeds, None if durations is None else durations[start:stop], top_k, mode)
         return results
 
     def predict_padded(self, feeds: dict[str, np.ndarray], durations: Sequence[float] | None = None,
-                       top_k: int = DEFAULT_TOP_K) -> list[QueryResult]:
+                       top_k: int = DEFAULT_TOP_K, mode: PostprocessMode = "exact") -> list[QueryResult]:
         """An already padded batch (the four named inputs, bool masks)."""
         self.validate(feeds)
         durations = check_durations(durations, len(feeds["video_mask"]))
         top_k = check_top_k(top_k)
         out = self.engine.run(feeds)
         return postprocess(out["pred_logits"], out["pred_spans"], out["saliency_scores"], feeds["video_mask"],
-                           durations, clip_length=self.config.clip_length, top_k=top_k)
+                           durations, clip_length=self.config.clip_length, top_k=top_k, mode=mode)
