@@ -65,11 +65,21 @@ def _decimals(x: float) -> float:
     return float(f"{x:.{SUBMISSION_DECIMALS}f}")  # Python's correctly rounded formatting, as QD-DETR
 
 
-def qvhighlights_moment(start: float, end: float, score: float, clip_length: float) -> list[float]:
-    """One [start, end, score] under QD-DETR's QVHighlights rule (see the module docstring)."""
-    ends = np.clip([_decimals(start), _decimals(end)], 0.0, QVHIGHLIGHTS_MAX_SECONDS)
+def qvhighlights_moment(start: float, end: float, score: float, clip_length: float,
+                        max_seconds: float = QVHIGHLIGHTS_MAX_SECONDS) -> list[float]:
+    """One [start, end, score] under QD-DETR's QVHighlights rule (see the module docstring); ``max_seconds``
+    is the clamp's upper end (long videos, :mod:`coreba.windows`, pass their own length)."""
+    ends = np.clip([_decimals(start), _decimals(end)], 0.0, max_seconds)
     start, end = (np.round(ends / clip_length) * clip_length).tolist()
     return [start, end, _decimals(score)]
+
+
+def finish_saliency(saliency: np.ndarray, mode: PostprocessMode) -> list[float]:
+    """Per-clip saliency as the answer holds it: full precision, or through float16 under the QVHighlights rule."""
+    saliency = np.asarray(saliency)
+    if mode == "qvhighlights":
+        saliency = saliency.astype(np.float16)
+    return saliency.astype(np.float64).tolist()
 
 
 def postprocess(pred_logits: np.ndarray, pred_spans: np.ndarray, saliency_scores: np.ndarray,
@@ -98,13 +108,11 @@ def postprocess(pred_logits: np.ndarray, pred_spans: np.ndarray, saliency_scores
     results = []
     for b in range(pred_logits.shape[0]):
         order = np.argsort(-scores[b], kind="stable")[:top_k]
-        saliency = saliency_scores[b][video_mask[b]]
         if mode == "exact":
             clamped = np.clip(windows[b], 0.0, durations[b])
             moments = [[float(clamped[q, 0]), float(clamped[q, 1]), float(scores[b, q])] for q in order]
         else:
             moments = [qvhighlights_moment(windows[b, q, 0], windows[b, q, 1], scores[b, q], clip_length)
                        for q in order]
-            saliency = saliency.astype(np.float16)
-        results.append(QueryResult(moments=moments, saliency=saliency.astype(np.float64).tolist()))
+        results.append(QueryResult(moments=moments, saliency=finish_saliency(saliency_scores[b][video_mask[b]], mode)))
     return results

@@ -9,6 +9,7 @@ import torch
 from coreba import Coreba, InputError, Predictor
 from coreba.onnx_io import OnnxFileError
 from coreba.postprocess import QueryResult, postprocess
+from coreba.predictor import pad_batch
 from export.onnx_export import export_onnx
 from tests.conftest import tiny_config
 
@@ -110,9 +111,12 @@ def test_bad_inputs_raise_clear_errors(artifacts, problem):
         with pytest.raises(InputError, match="NaN"):
             pred.predict([video], [text])
     elif problem == "more than the supported maximum":
+        long_query = np.ones((cfg.max_text_len + 1, cfg.text_dim), np.float32)
+        with pytest.raises(InputError, match=r"text_feats\[0\] has 13 tokens, more than the supported maximum"):
+            pred.predict([video], [long_query])
         long_video = np.ones((cfg.max_video_len + 1, cfg.video_dim), np.float32)
-        with pytest.raises(InputError, match=problem):
-            pred.predict([long_video], [text])
+        with pytest.raises(InputError, match=problem):  # one padded batch row holds one window at most
+            pad_batch(cfg, [long_video], [text])
     elif problem == "empty":
         with pytest.raises(InputError, match="empty"):
             pred.predict([video], [text[:0]])
