@@ -5,7 +5,10 @@ training loop's evaluation calls it too, so the numbers logged during training a
 would produce. Both write times with QD-DETR's QVHighlights rule (``mode="qvhighlights"`` of
 :func:`coreba.postprocess.postprocess`: windows in [0, 150] s on multiples of the 2 s clip, scores to 4
 decimals), so the metrics compare with QD-DETR's and the leaderboard's; ``--times exact`` writes exact times
-instead. Usage::
+instead. Videos of any length: one longer than the model's ``max_video_len`` is read whole (never cut) and
+answered in sliding windows (``--stride``, ``--nms-iou``) by the same code as ``Predictor``
+(:mod:`coreba.windows`); under the QVHighlights rule its windows are clamped to its own length, not 150 s.
+Usage::
 
     python -m coreba.predict --checkpoint run/best --annotations highlight_val_release.jsonl \\
         --video-feature-dirs features/slowfast_features features/clip_features \\
@@ -21,17 +24,21 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from coreba.config import CorebaConfig
-from coreba.data import DataConfig, QVHighlightsDataset, collate_batch
+from coreba.data import DataConfig, QVHighlightsDataset, collate_samples
 from coreba.device import default_device
+from coreba.engines.torch_engine import TorchEngine
 from coreba.evaluate import evaluate, load_jsonl
 from coreba.model import Coreba
-from coreba.postprocess import DEFAULT_TOP_K, POSTPROCESS_MODES, PostprocessMode, postprocess
+from coreba.postprocess import DEFAULT_TOP_K, POSTPROCESS_MODES, PostprocessMode
+from coreba.predictor import Predictor
 from coreba.progress import progress_bar
+from coreba.windows import DEFAULT_NMS_IOU
 
 DEFAULT_BATCH_SIZE = 32
 SUBMISSION_META = ("qid", "query", "vid")
@@ -48,30 +55,39 @@ def data_config_for(model_config: CorebaConfig, annotations: str | Path, video_f
     return DataConfig(annotations, list(video_feature_dirs), text_feature_dir, **kwargs)
 
 
-@torch.inference_mode()
-def predict_dataset(model: nn.Module, loader: Iterable[dict[str, Any]], *, top_k: int = DEFAULT_TOP_K,
-                    progress: bool = False, mode: PostprocessMode = "qvhighlights") -> list[dict[str, Any]]:
-    """One submission line per query of ``loader`` (batches from :func:`~coreba.data.collate_batch`).
+def _samples(batch: dict[str, Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Each sample's unpadded video and query features: from :func:`~coreba.data.collate_samples`, or cut out of a
+    padded :func:`~coreba.data.collate_batch` batch by its masks."""
+    if "model_inputs" in batch:
+        inputs = {k: v.cpu().numpy() for k, v in batch["model_inputs"].items()}
+        videos = [v[m] for v, m in zip(inputs["video_feats"], inputs["video_mask"], strict=True)]
+        texts = [t[m] for t, m in zip(inputs["text_feats"], inputs["text_mask"], strict=True)]
+        return videos, texts
+    return [v.numpy() for v in batch["video_feats"]], [t.numpy() for t in batch["text_feats"]]
 
-    Windows are in seconds of each annotation's ``duration``, sorted by score (top ``top_k``), written with
-    ``mode`` (default: QD-DETR's QVHighlights rule); saliency has one score per valid clip. The model's
-    train/eval mode is restored afterwards.
+
+def predict_dataset(model: nn.Module, loader: Iterable[dict[str, Any]], *, top_k: int = DEFAULT_TOP_K,
+                    progress: bool = False, mode: PostprocessMode = "qvhighlights", stride: int | None = None,
+                    iou_threshold: float = DEFAULT_NMS_IOU,
+                    max_batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict[str, Any]]:
+    """One submission line per query of ``loader`` (batches from :func:`~coreba.data.collate_samples`, or
+    padded ones from :func:`~coreba.data.collate_batch`).
+
+    Answered by the :class:`~coreba.predictor.Predictor` over the eager model, so a video longer than the model's
+    ``max_video_len`` goes through the same sliding windows (``stride``, ``iou_threshold``) as everywhere else,
+    at most ``max_batch_size`` rows an engine batch. Windows are in seconds of each annotation's ``duration``,
+    sorted by score (top ``top_k``), written with ``mode`` (default: QD-DETR's QVHighlights rule); saliency has
+    one score per clip. The model's train/eval mode is restored afterwards.
     """
     was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    clip_length = model.config.clip_length
+    predictor = Predictor(TorchEngine(model, next(model.parameters()).device), model.config, max_batch_size)
     lines: list[dict[str, Any]] = []
     try:
         for batch in progress_bar(loader, progress, desc="predict", leave=False):
-            inputs = {k: v.to(device, non_blocking=True) for k, v in batch["model_inputs"].items()}
-            out = model(**inputs)
             meta = batch["meta"]
-            results = postprocess(
-                out["pred_logits"].float().cpu().numpy(), out["pred_spans"].float().cpu().numpy(),
-                out["saliency_scores"].float().cpu().numpy(), inputs["video_mask"].cpu().numpy(),
-                durations=[m["duration"] for m in meta], clip_length=clip_length, top_k=top_k, mode=mode,
-            )
+            videos, texts = _samples(batch)
+            results = predictor.predict(videos, texts, [m["duration"] for m in meta], top_k, mode, stride=stride,
+                                        iou_threshold=iou_threshold)
             lines.extend(r.to_submission(**{k: m[k] for k in SUBMISSION_META})
                          for r, m in zip(results, meta, strict=True))
     finally:
@@ -90,11 +106,12 @@ def build_predict_loader(model_config: CorebaConfig, annotations: str | Path,
                          video_feature_dirs: Sequence[str | Path], text_feature_dir: str | Path,
                          batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int = 0,
                          video_cache_size: int = 0) -> DataLoader:
-    """An in-order, label-free loader (works for the unlabelled test split too)."""
+    """An in-order, label-free loader (works for the unlabelled test split too) of unpadded samples with every
+    clip: videos longer than the model's ``max_video_len`` are windowed by the Predictor, never cut."""
     config = data_config_for(model_config, annotations, video_feature_dirs, text_feature_dir, load_labels=False,
-                             video_cache_size=video_cache_size)
+                             video_cache_size=video_cache_size, max_video_len=None)
     return DataLoader(QVHighlightsDataset(config), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=collate_batch)
+                      collate_fn=collate_samples)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,6 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--times", choices=POSTPROCESS_MODES, default="qvhighlights",
                         help="qvhighlights (default): QD-DETR's submission rule, windows on multiples of the clip "
                              "length within [0, 150] s and scores to 4 decimals; exact: unrounded times")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="videos longer than the model's max_video_len clips are answered in sliding windows "
+                             "this many clips apart (default: half a window)")
+    parser.add_argument("--nms-iou", type=float, default=DEFAULT_NMS_IOU,
+                        help="temporal NMS threshold for moments of overlapping windows (default: %(default)s)")
     parser.add_argument("--evaluate", action="store_true",
                         help="also score the submission against --annotations (needs a labelled split)")
     args = parser.parse_args(argv)
@@ -120,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = Coreba.from_pretrained(args.checkpoint, map_location=device)
     loader = build_predict_loader(model.config, args.annotations, args.video_feature_dirs, args.text_feature_dir,
                                   args.batch_size, args.num_workers)
-    lines = predict_dataset(model, loader, progress=True, mode=args.times)
+    lines = predict_dataset(model, loader, progress=True, mode=args.times, stride=args.stride,
+                            iou_threshold=args.nms_iou, max_batch_size=args.batch_size)
     write_jsonl(args.out, lines)
     print(f"wrote {len(lines)} predictions to {args.out}")
     if args.evaluate:

@@ -10,6 +10,7 @@ from coreba.data.qvhighlights import (
     FeatureFileError,
     QVHighlightsDataset,
     collate_batch,
+    collate_samples,
     load_annotations,
     write_annotations,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "FeatureFileError",
     "QVHighlightsDataset",
     "collate_batch",
+    "collate_samples",
     "load_annotations",
     "write_annotations",
 ]

@@ -234,7 +234,9 @@ class DataConfig:
     annotation_path: str | Path
     video_feature_dirs: Sequence[str | Path]  # SlowFast first, then CLIP: their order is the column order
     text_feature_dir: str | Path
-    max_video_len: int = 75  # clips
+    # clips kept per video: the model's 75 for training (QD-DETR cuts there too); None keeps every clip, which is
+    # what prediction does (coreba.predict): longer videos are answered in sliding windows, not cut
+    max_video_len: int | None = 75
     max_text_len: int = 32  # tokens
     clip_length: float = 2.0  # seconds a clip
     video_dim: int | None = None  # sum of source dims + NUM_TEF
@@ -251,7 +253,7 @@ class DataConfig:
         if not self.video_feature_dirs:
             raise ValueError("DataConfig.video_feature_dirs needs at least one feature directory")
         for name in ("max_video_len", "max_text_len", "max_windows"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"DataConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.clip_length <= 0:
             raise ValueError(f"DataConfig.clip_length must be > 0, got {self.clip_length}")
@@ -332,7 +334,8 @@ class QVHighlightsDataset(Dataset):
         return seen or (array.shape[1], path)
 
     def video_features(self, vid: str) -> np.ndarray:
-        """``(L_v, sum D_i)``: each source L2-normalised, cut to the shortest source and ``max_video_len``."""
+        """``(L_v, sum D_i)``: each source L2-normalised, cut to the shortest source and ``max_video_len`` (None:
+        every clip)."""
         if vid in self._video_cache:
             self._video_cache.move_to_end(vid)
             return self._video_cache[vid]
@@ -403,3 +406,13 @@ def collate_batch(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "saliency_all_labels": _pad([s["saliency_all_labels"] for s in samples])[0],
         }
     return batch
+
+
+def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Samples side by side, unpadded, for prediction: ``{"meta", "video_feats", "text_feats"}``, the last two
+    lists of ``(L_i, D)`` tensors. A long video is not padded into a (B, L_max, D) block: the Predictor cuts it
+    into windows and batches those."""
+    if not samples:
+        raise ValueError("collate_samples got no samples")
+    return {"meta": [s["meta"] for s in samples], "video_feats": [s["video_feats"] for s in samples],
+            "text_feats": [s["text_feats"] for s in samples]}

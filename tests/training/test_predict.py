@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from coreba import Predictor
+from coreba.engines.torch_engine import TorchEngine
 from coreba.evaluate import evaluate, load_jsonl
 from coreba.model import Coreba
 from coreba.predict import build_predict_loader, main, predict_dataset
@@ -80,3 +82,26 @@ def test_predict_dataset_is_batch_independent_and_keeps_the_mode(checkpoint, syn
         np.testing.assert_allclose(sorted(a["pred_relevant_windows"]), sorted(b["pred_relevant_windows"]),
                                    atol=1e-4)
         np.testing.assert_allclose(a["pred_saliency_scores"], b["pred_saliency_scores"], atol=1e-4)
+
+
+def test_long_videos_of_a_dataset_are_windowed_not_cut(synthetic, tmp_path):
+    """A model of 20 clips over 60..75-clip videos: the loader keeps every clip and the submission answers the
+    whole video, with the Predictor's windows (the same code, so the same answers)."""
+    torch.manual_seed(0)
+    cfg = synthetic.model_config(tiny_config(max_video_len=20, max_text_len=32))
+    checkpoint = Coreba(cfg).save_pretrained(tmp_path / "short_model")
+    paths = synthetic.generate()
+    loader = build_predict_loader(cfg, paths.annotations["val"], paths.video_feature_dirs, paths.text_feature_dir,
+                                  batch_size=4)
+    batch = next(iter(loader))
+    gt = load_jsonl(paths.annotations["val"])
+    assert [len(v) for v in batch["video_feats"]] == [g["duration"] // 2 for g in gt[:4]]  # nothing cut at 20
+    lines = _cli(checkpoint, synthetic, "val", tmp_path / "sub.jsonl", "--times", "exact", "--stride", "15")
+    predictor = Predictor(TorchEngine(Coreba.from_pretrained(checkpoint)), cfg)
+    want = predictor.predict([v.numpy() for v in batch["video_feats"]], [t.numpy() for t in batch["text_feats"]],
+                             [g["duration"] for g in gt[:4]], stride=15)
+    for line, g, answer in zip(lines, gt, want):
+        assert len(line["pred_saliency_scores"]) == g["duration"] // 2 > 20
+        assert all(0 <= s <= e <= g["duration"] for s, e, _ in line["pred_relevant_windows"])
+        np.testing.assert_allclose(line["pred_relevant_windows"], answer.moments, atol=1e-5)
+        np.testing.assert_allclose(line["pred_saliency_scores"], answer.saliency, atol=1e-5)
