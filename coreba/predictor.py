@@ -102,26 +102,31 @@ def check_top_k(top_k: int) -> int:
 FINITE_CHECK_ELEMENTS = 1 << 20  # checked for NaN/Inf at a time: a 2-hour video's check never allocates its size
 
 
+def check_arrays(cfg: CorebaConfig, kind: str, items: Sequence[np.ndarray]) -> None:
+    """Each of ``items`` (``kind``: "video_feats" or "text_feats") an (L, D) array of finite numbers with L >= 1,
+    each query within ``max_text_len`` tokens (videos may be of any length: longer ones are windowed);
+    :class:`InputError` names the first bad one."""
+    dim = cfg.video_dim if kind == "video_feats" else cfg.text_dim
+    for i, x in enumerate(items):
+        if x.ndim != 2 or x.shape[-1] != dim:
+            raise InputError(f"{kind}[{i}] must have shape (L, {dim}), got {x.shape}")
+        if x.shape[0] == 0:
+            raise InputError(f"{kind}[{i}] is empty (length 0)")
+        step = max(1, FINITE_CHECK_ELEMENTS // dim)
+        if not all(np.isfinite(x[r: r + step]).all() for r in range(0, len(x), step)):
+            raise InputError(f"{kind}[{i}] contains NaN or Inf values")
+        if kind == "text_feats" and len(x) > cfg.max_text_len:
+            raise InputError(f"{kind}[{i}] has {len(x)} tokens, more than the supported maximum {cfg.max_text_len}")
+
+
 def check_samples(cfg: CorebaConfig, videos: Sequence[np.ndarray], texts: Sequence[np.ndarray]) -> None:
-    """Every sample an (L, D) array of finite numbers with L >= 1, each query within ``max_text_len`` tokens
-    (videos may be of any length: longer ones are windowed); :class:`InputError` names the first bad one."""
+    """One query per video, at least one of each, every array checked by :func:`check_arrays`."""
     if len(videos) != len(texts):
         raise InputError(f"got {len(videos)} videos but {len(texts)} queries")
     if not videos:
         raise InputError("nothing to predict: the batch is empty")
-    for kind, items, dim in (("video_feats", videos, cfg.video_dim), ("text_feats", texts, cfg.text_dim)):
-        for i, x in enumerate(items):
-            if x.ndim != 2 or x.shape[-1] != dim:
-                raise InputError(f"{kind}[{i}] must have shape (L, {dim}), got {x.shape}")
-            if x.shape[0] == 0:
-                raise InputError(f"{kind}[{i}] is empty (length 0)")
-            step = max(1, FINITE_CHECK_ELEMENTS // dim)
-            if not all(np.isfinite(x[r: r + step]).all() for r in range(0, len(x), step)):
-                raise InputError(f"{kind}[{i}] contains NaN or Inf values")
-    for i, t in enumerate(texts):
-        if len(t) > cfg.max_text_len:
-            raise InputError(f"text_feats[{i}] has {len(t)} tokens, more than the supported maximum "
-                             f"{cfg.max_text_len}")
+    check_arrays(cfg, "video_feats", videos)
+    check_arrays(cfg, "text_feats", texts)
 
 
 def _pad_texts(cfg: CorebaConfig, texts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +222,8 @@ class Predictor:
         (video,), texts = as_samples("video_feats", [video_feats]), as_samples("text_feats", text_feats)
         if not texts:
             raise InputError("text_feats is empty: search needs at least one query")
-        check_samples(self.config, [video] * len(texts), texts)
+        check_arrays(self.config, "video_feats", [video])  # once, however many queries
+        check_arrays(self.config, "text_feats", texts)
         queries = [Query(video=0, text=q) for q in range(len(texts))]
         durations = None if duration is None else [duration]
         return self._answer([video], texts, durations, queries, self.answering(top_k, mode, stride, iou_threshold))
