@@ -15,6 +15,11 @@ Known traps, and what is done about each:
 Checks before success: no Loop/If node, ``onnx.checker`` (full), strict shape inference, file size
 within 5% of the parameter bytes, and ONNX Runtime parity against eager PyTorch on random inputs at
 several shapes (``export.validate``).
+
+``end_to_end=True`` exports the same wrapper with the post-processing inside (``export.wrapper``): one more
+input, ``duration``, and the answer out (moments, saliency, num_clips); its parity is checked against eager
+PyTorch + ``coreba.postprocess.postprocess``. The metadata says which graph a file holds (``graph``) and,
+for an end-to-end graph, how many moments it returns (``top_k``).
 """
 
 from __future__ import annotations
@@ -35,19 +40,25 @@ import coreba
 from coreba.engines.onnxruntime_engine import OnnxRuntimeEngine
 from coreba.model import Coreba
 from export.spec import (
+    ANSWER_NAMES,
     DEFAULT_OPSET,
+    DEFAULT_TOP_K,
+    END_TO_END_INPUT_AXES,
+    END_TO_END_INPUT_NAMES,
     EXPORT_TEXT_LENS,
     EXPORT_VIDEO_LENS,
+    FP16_ANSWER_TOLERANCE,
     FP16_SCORE_TOLERANCE,
     FP16_TOLERANCE,
+    FP32_ANSWER_TOLERANCE,
     FP32_TOLERANCE,
     INPUT_AXES,
     INPUT_NAMES,
     MAX_EXPORT_BATCH,
     OUTPUT_NAMES,
 )
-from export.validate import ParityReport, check_parity, make_feeds
-from export.wrapper import ExportWrapper
+from export.validate import ParityCase, ParityReport, answer_feeds, check_answer_parity, check_parity
+from export.wrapper import EndToEndWrapper, ExportWrapper
 
 FORBIDDEN_OPS = ("Loop", "If", "Scan")
 SIZE_SLACK = 0.05  # initializers may exceed the parameter bytes by this fraction (folded constants)
@@ -82,30 +93,43 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def _dynamic_shapes(model: Coreba) -> dict[str, dict[int, Dim]]:
+def _dynamic_shapes(model: Coreba, end_to_end: bool = False) -> dict[str, dict[int, Dim]]:
     cfg = model.config
     bounds = {"batch": MAX_EXPORT_BATCH, "num_clips": cfg.max_video_len, "num_tokens": cfg.max_text_len}
     dims = {name: Dim(name, min=1, max=bound) for name, bound in bounds.items()}
-    return {inp: {axis: dims[name] for axis, name in INPUT_AXES[inp].items()} for inp in INPUT_NAMES}
+    axes, names = (END_TO_END_INPUT_AXES, END_TO_END_INPUT_NAMES) if end_to_end else (INPUT_AXES, INPUT_NAMES)
+    return {inp: {axis: dims[name] for axis, name in axes[inp].items()} for inp in names}
 
 
-def _example_inputs(model: Coreba) -> tuple[torch.Tensor, ...]:
+def _example_inputs(model: Coreba, end_to_end: bool = False) -> tuple[torch.Tensor, ...]:
     cfg = model.config
     video_lens = tuple(min(n, cfg.max_video_len) for n in EXPORT_VIDEO_LENS)
     text_lens = tuple(min(n, cfg.max_text_len) for n in EXPORT_TEXT_LENS)
-    feeds = make_feeds(cfg, video_lens, text_lens, seed=1234)
-    return tuple(torch.from_numpy(feeds[name]) for name in INPUT_NAMES)
+    feeds = answer_feeds(cfg, ParityCase("export example", video_lens, text_lens), seed=1234)
+    return tuple(torch.from_numpy(feeds[name]) for name in (END_TO_END_INPUT_NAMES if end_to_end else INPUT_NAMES))
 
 
-def trace_to_onnx(model: Coreba, opset: int = DEFAULT_OPSET, fp16: bool = False) -> onnx.ModelProto:
-    """Trace the wrapper with the dynamo exporter and return the (in-memory) ONNX model."""
-    wrapper = ExportWrapper(model, torch.float16 if fp16 else torch.float32)
+def answer_top_k(model: Coreba, top_k: int = DEFAULT_TOP_K) -> int:
+    """K of an end-to-end graph: the moments asked for, at most the model's queries (as ``postprocess`` keeps)."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    return min(top_k, model.config.num_queries)
+
+
+def trace_to_onnx(model: Coreba, opset: int = DEFAULT_OPSET, fp16: bool = False,
+                  top_k: int | None = None) -> onnx.ModelProto:
+    """Trace the wrapper with the dynamo exporter and return the (in-memory) ONNX model: the raw graph, or with
+    ``top_k`` the end-to-end graph returning that many moments per query."""
+    dtype = torch.float16 if fp16 else torch.float32
+    end_to_end = top_k is not None
+    wrapper = EndToEndWrapper(model, dtype, top_k) if end_to_end else ExportWrapper(model, dtype)
+    inputs, outputs = (END_TO_END_INPUT_NAMES, ANSWER_NAMES) if end_to_end else (INPUT_NAMES, OUTPUT_NAMES)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(wrapper, _example_inputs(model), dynamo=True, external_data=False,
-                                    dynamic_shapes=_dynamic_shapes(model), input_names=list(INPUT_NAMES),
-                                    output_names=list(OUTPUT_NAMES), opset_version=opset, optimize=True,
+        program = torch.onnx.export(wrapper, _example_inputs(model, end_to_end), dynamo=True, external_data=False,
+                                    dynamic_shapes=_dynamic_shapes(model, end_to_end), input_names=list(inputs),
+                                    output_names=list(outputs), opset_version=opset, optimize=True,
                                     verbose=False, report=False)
     proto = program.model_proto
     deduplicate_initializers(proto)
@@ -159,9 +183,12 @@ def check_structure(proto: onnx.ModelProto, path: Path, parameter_bytes: int) ->
     return ops
 
 
-def add_metadata(proto: onnx.ModelProto, model: Coreba, opset: int, fp16: bool, parity: ParityReport) -> None:
+def add_metadata(proto: onnx.ModelProto, model: Coreba, opset: int, fp16: bool, parity: ParityReport,
+                 top_k: int | None = None) -> None:
     cfg = model.config
+    graph = {"graph": "raw"} if top_k is None else {"graph": "end_to_end", "top_k": str(top_k)}
     entries = {
+        **graph,
         "coreba_version": coreba.__version__,
         "config": cfg.to_json(),
         "num_recurrent": str(cfg.num_recurrent),
@@ -199,12 +226,15 @@ OPTIMIZERS = {"ort": optimize_with_onnxruntime, "onnxslim": optimize_with_onnxsl
 
 
 def export_onnx(model: Coreba, output: str | Path, opset: int = DEFAULT_OPSET, fp16: bool = False,
-                optimize: tuple[str, ...] = (), check: bool = True) -> ExportResult:
-    """Export ``model`` to ``output`` (one file), check it, and return sizes, op counts and parity."""
+                optimize: tuple[str, ...] = (), check: bool = True, end_to_end: bool = False,
+                top_k: int = DEFAULT_TOP_K) -> ExportResult:
+    """Export ``model`` to ``output`` (one file), check it, and return sizes, op counts and parity.
+    ``end_to_end``: the graph with the post-processing inside, returning ``top_k`` moments per query."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().float()
-    proto = trace_to_onnx(model, opset, fp16)
+    k = answer_top_k(model, top_k) if end_to_end else None
+    proto = trace_to_onnx(model, opset, fp16, top_k=k)
     parameter_bytes = sum(p.numel() for p in model.parameters()) * (2 if fp16 else 4)
     onnx.save(proto, str(output))
     ops = check_structure(proto, output, parameter_bytes)
@@ -212,10 +242,14 @@ def export_onnx(model: Coreba, output: str | Path, opset: int = DEFAULT_OPSET, f
 
     def parity_of(path: Path, name: str) -> ParityReport:
         engine = OnnxRuntimeEngine(path, provider="cpu")
+        if k is not None:
+            answer_tol = FP16_ANSWER_TOLERANCE if fp16 else FP32_ANSWER_TOLERANCE
+            return check_answer_parity(engine.run, model, name + " end-to-end", k, answer_tol,
+                                       raise_on_failure=check)
         return check_parity(engine.run, model, name, tolerance, score_tol, raise_on_failure=check)
 
     parity = parity_of(output, "ONNX Runtime CPU" + (" fp16" if fp16 else ""))
-    add_metadata(proto, model, opset, fp16, parity)
+    add_metadata(proto, model, opset, fp16, parity, top_k=k)
     onnx.save(proto, str(output))
     result = ExportResult(output, output.stat().st_size, parameter_bytes, ops, parity)
     for kind in optimize:
