@@ -41,6 +41,9 @@ def config_for(path: str | Path, engine: str) -> CorebaConfig:
         meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
         if "config" not in meta:
             raise ValueError(f"{path} has no 'config' metadata: export it with export/to_onnx.py")
+        if meta.get("graph") == "end_to_end":
+            raise ValueError(f"{path} is an end-to-end graph (its outputs are already the answer, for serving); the "
+                             "Predictor runs the raw graph: export it with export/to_onnx.py without --end-to-end")
         return CorebaConfig.from_json(meta["config"])
     sidecar = path.with_suffix(".json")
     if not sidecar.is_file():

@@ -13,6 +13,10 @@ default for fp32 layers), ``fp16`` and ``bf16`` are checked at the fp16 toleranc
 fewer mantissa bits than fp16; if it misses them, that is a finding, not a reason to loosen them here).
 
 ``trtexec_command`` prints the equivalent ``trtexec`` line, for building the same engine without Python.
+
+An end-to-end graph (``export/to_onnx.py --end-to-end``, metadata ``graph``) gets ``duration`` (B,) in its
+profile and its answer checked by ``export.validate.check_answer_parity``; the sidecar records ``graph`` and
+``top_k``. TensorRT does not promise an order among exactly equal scores in TopK (ONNX Runtime does).
 """
 
 from __future__ import annotations
@@ -27,9 +31,18 @@ import onnx
 
 from coreba.config import CorebaConfig
 from coreba.engines.tensorrt_engine import require_cuda, require_tensorrt, trt_logger
-from export.spec import FP16_SCORE_TOLERANCE, FP16_TOLERANCE, FP32_TOLERANCE, INPUT_NAMES, Tolerance
+from export.spec import (
+    DURATION,
+    FP16_ANSWER_TOLERANCE,
+    FP16_SCORE_TOLERANCE,
+    FP16_TOLERANCE,
+    FP32_ANSWER_TOLERANCE,
+    FP32_TOLERANCE,
+    INPUT_NAMES,
+    Tolerance,
+)
 from export.tensorrt_ops import check_tensorrt_compatibility
-from export.validate import ParityCase, ParityReport, check_parity, parity_cases
+from export.validate import ParityCase, ParityReport, check_answer_parity, check_parity, parity_cases
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
@@ -100,15 +113,18 @@ class ShapeProfile:
         return (self.min_batch <= batch <= self.max_batch and self.min_clips <= clips <= self.max_clips
                 and self.min_tokens <= tokens <= self.max_tokens)
 
-    def input_shapes(self, dims: ModelDims) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
-        """input name -> (min, opt, max) shapes, in ``export.spec.INPUT_NAMES`` order."""
+    def input_shapes(self, dims: ModelDims, end_to_end: bool = False
+                     ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+        """input name -> (min, opt, max) shapes, in ``export.spec.INPUT_NAMES`` order (then ``duration`` (B,) for an
+        end-to-end graph)."""
         def at(k: int) -> dict[str, tuple[int, ...]]:
             b, v, t = self.axis("batch")[k], self.axis("clips")[k], self.axis("tokens")[k]
             return {"video_feats": (b, v, dims.video_dim), "video_mask": (b, v),
-                    "text_feats": (b, t, dims.text_dim), "text_mask": (b, t)}
+                    "text_feats": (b, t, dims.text_dim), "text_mask": (b, t), DURATION: (b,)}
 
         lo, opt, hi = at(0), at(1), at(2)
-        return {name: (lo[name], opt[name], hi[name]) for name in INPUT_NAMES}
+        names = (*INPUT_NAMES, DURATION) if end_to_end else INPUT_NAMES
+        return {name: (lo[name], opt[name], hi[name]) for name in names}
 
     @classmethod
     def for_model(cls, dims: ModelDims, **values: int | None) -> ShapeProfile:
@@ -124,10 +140,20 @@ class ShapeProfile:
         return cls(**{**base, **given})
 
 
+def _metadata(onnx_path: str | Path) -> dict[str, str]:
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def end_to_end_top_k(onnx_path: str | Path) -> int | None:
+    """K of an end-to-end graph (its metadata ``top_k``), or None for the raw graph."""
+    meta = _metadata(onnx_path)
+    return int(meta["top_k"]) if meta.get("graph") == "end_to_end" else None
+
+
 def read_model_config(onnx_path: str | Path) -> CorebaConfig:
     """The ``CorebaConfig`` the exporter stored in the ONNX metadata (key ``config``)."""
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    meta = {p.key: p.value for p in proto.metadata_props}
+    meta = _metadata(onnx_path)
     if "config" not in meta:
         raise TensorRTBuildError(f"{onnx_path} has no 'config' metadata: export it with export/to_onnx.py, which "
                                  "records the model config the profile and the parity check need")
@@ -150,10 +176,10 @@ def _shape_arg(shapes: dict[str, tuple[int, ...]]) -> str:
 
 def trtexec_command(onnx_path: str | Path, plan_path: str | Path, profile: ShapeProfile, precision: str,
                     dims: ModelDims, timing_cache: str | Path | None = None,
-                    workspace_gb: float | None = None) -> str:
+                    workspace_gb: float | None = None, end_to_end: bool = False) -> str:
     """The ``trtexec`` line that builds the same engine (same profile, precision and timing cache)."""
     tolerance_for(precision)  # validates the name
-    shapes = profile.input_shapes(dims)
+    shapes = profile.input_shapes(dims, end_to_end)
     args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan_path}"]
     for k, flag in enumerate(("--minShapes", "--optShapes", "--maxShapes")):
         args.append(f"{flag}={_shape_arg({name: s[k] for name, s in shapes.items()})}")
@@ -218,7 +244,8 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, profile: ShapePro
     if workspace_gb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     trt_profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in profile.input_shapes(dims).items():
+    top_k = end_to_end_top_k(onnx_path)
+    for name, (lo, opt, hi) in profile.input_shapes(dims, top_k is not None).items():
         trt_profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(trt_profile)
 
@@ -239,7 +266,8 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, profile: ShapePro
     # The plan carries no model config; the Predictor and serving read it from this sidecar.
     plan_path.with_suffix(".json").write_text(json.dumps({
         "config": read_model_config(onnx_path).to_dict(), "precision": precision,
-        "profile": asdict(profile), "onnx": str(onnx_path)}, indent=2))
+        "profile": asdict(profile), "onnx": str(onnx_path),
+        "graph": "raw" if top_k is None else "end_to_end", "top_k": top_k}, indent=2))
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
@@ -270,8 +298,14 @@ def check_engine_parity(plan_path: str | Path, model, profile: ShapeProfile, pre
     engine = TensorRTEngine(plan_path, device=device)
     tolerance, score_tol = tolerance_for(precision)
     model = model.eval().float().cpu()
-    return check_parity(engine.run, model, f"TensorRT {precision}", tolerance, score_tol,
-                        cases=profile_cases(model.config, profile), raise_on_failure=raise_on_failure)
+    cases = profile_cases(model.config, profile)
+    sidecar = json.loads(Path(plan_path).with_suffix(".json").read_text())
+    if sidecar.get("graph") == "end_to_end":
+        answer_tol = FP32_ANSWER_TOLERANCE if precision == "fp32" else FP16_ANSWER_TOLERANCE
+        return check_answer_parity(engine.run, model, f"TensorRT {precision} end-to-end", sidecar["top_k"],
+                                   answer_tol, cases=cases, raise_on_failure=raise_on_failure)
+    return check_parity(engine.run, model, f"TensorRT {precision}", tolerance, score_tol, cases=cases,
+                        raise_on_failure=raise_on_failure)
 
 
 def load_checkpoint(checkpoint: str | Path | None, onnx_config: CorebaConfig):

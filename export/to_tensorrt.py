@@ -24,6 +24,7 @@ from export.tensorrt_build import (
     TensorRTBuildError,
     build_engine,
     check_engine_parity,
+    end_to_end_top_k,
     load_checkpoint,
     model_dims,
     read_model_config,
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("equivalent trtexec command:\n  " + trtexec_command(args.onnx, args.output, profile, args.precision, dims,
-                                                              args.timing_cache, args.workspace_gb))
+                                                              args.timing_cache, args.workspace_gb,
+                                                              end_to_end_top_k(args.onnx) is not None))
     try:
         require_tensorrt()  # before loading (or training) the checkpoint: fail fast where TensorRT cannot run
         require_cuda()

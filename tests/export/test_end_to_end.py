@@ -58,6 +58,14 @@ def test_graph_io_metadata_and_parity(e2e):
     assert {"TopK", "Softmax"} <= set(result.op_counts)
 
 
+def test_predictor_refuses_the_end_to_end_graph(e2e):
+    from coreba import Predictor
+
+    _, result, _ = e2e
+    with pytest.raises(ValueError, match="end-to-end graph .* without --end-to-end"):
+        Predictor.from_pretrained(result.path, engine="onnxruntime")
+
+
 def test_graph_passes_the_tensorrt_op_check(e2e):
     _, result, _ = e2e
     report = analyze_tensorrt_compatibility(result.path)

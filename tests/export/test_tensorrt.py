@@ -163,6 +163,19 @@ def test_trtexec_command_shapes_and_flags():
         trtexec_command("m.onnx", "m.plan", profile, "int8", dims)
 
 
+def test_end_to_end_graph_profiles_duration(tiny_end_to_end):
+    """An end-to-end graph's profile (and trtexec line) covers ``duration`` (B,), its K is read from the file."""
+    from export.tensorrt_build import end_to_end_top_k
+
+    _, result = tiny_end_to_end
+    assert end_to_end_top_k(result.path) == 10
+    dims = ModelDims(video_dim=40, text_dim=24, max_video_len=30, max_text_len=12)
+    profile = ShapeProfile.for_model(dims, max_batch=16)
+    assert profile.input_shapes(dims, end_to_end=True)["duration"] == ((1,), (8,), (16,))
+    cmd = trtexec_command(result.path, "e2e.plan", profile, "fp16", dims, end_to_end=True)
+    assert dict(re.findall(r"--(min|opt|max)Shapes=(\S+)", cmd))["max"].endswith(",duration:16")
+
+
 def test_profile_cases_stay_inside_the_profile():
     cfg = tiny_config()
     narrow = ShapeProfile(min_batch=2, opt_batch=3, max_batch=5, min_clips=4, opt_clips=20, max_clips=30,
