@@ -32,6 +32,11 @@ class Skip(Exception):  # noqa: N818 - it is a verdict, not an error
     """This engine (or this point of it) cannot run here; ``str(skip)`` says why."""
 
 
+class ExportFailed(RuntimeError):
+    """The ONNX export that an engine needs failed: the engine's row is FAILED, never skipped (an export
+    regression must not pass as "not available here")."""
+
+
 @dataclass
 class Context:
     """What every engine may need; built once by the driver."""
@@ -41,6 +46,7 @@ class Context:
     artifacts: Path  # scratch space for ONNX files, TensorRT plans, the model repository
     onnx_path: Path | None  # the exported graph (fp32), or None ...
     onnx_error: str = ""  # ... and why
+    onnx_export_failed: bool = False  # True: the exporter ran and failed (a failure), not "not installed" (a skip)
     native_max_video_len: int = 75  # the checkpoint's own max_video_len (``model`` may allow more)
     checkpoint: Path | None = None  # the save_pretrained directory ``model`` was loaded from
     max_batch: int = 1  # the largest batch / clip count of the sweep (TensorRT profile, serving batcher)
@@ -237,6 +243,8 @@ class TritonAttentionRunner(TorchRunner):
 
 def _require_onnx(ctx: Context) -> Path:
     if ctx.onnx_path is None:
+        if ctx.onnx_export_failed:
+            raise ExportFailed(f"no ONNX graph: {ctx.onnx_error}")
         raise Skip(f"no ONNX graph: {ctx.onnx_error}")
     return ctx.onnx_path
 
@@ -267,7 +275,8 @@ class OrtRunner(NumpyRunner):
 
 
 class TensorRTRunner(NumpyRunner):
-    """A plan built here from the ONNX graph (``export.tensorrt_build.build_engine``), one profile over the sweep."""
+    """A plan built here (``export.tensorrt_build.build_engine``), one profile over the sweep, strongly typed
+    (TensorRT 10 and 11): fp32 from the fp32 graph (TF32 off), fp16 from an fp16 export made here."""
 
     def __init__(self, ctx: Context, precision: str) -> None:
         from coreba.engines.tensorrt_engine import TensorRTEngine, require_cuda, require_tensorrt
@@ -278,14 +287,20 @@ class TensorRTRunner(NumpyRunner):
         except EngineUnavailable as err:
             raise Skip(str(err)) from err
         path = _require_onnx(ctx)
-        from export.tensorrt_build import ShapeProfile, build_engine, model_dims, read_model_config
+        from coreba.onnx_io import read_model_config
+        from export.tensorrt_build import ShapeProfile, build_engine, model_dims
 
         self.precision = "fp16" if precision == "fp16" else "fp32"
+        if self.precision == "fp16":  # strongly typed: the precision comes from the graph's own types
+            from export.onnx_export import export_onnx
+
+            path = export_onnx(copy.deepcopy(ctx.model).cpu(), ctx.artifacts / "coreba-fp16.onnx", fp16=True,
+                               check=False).path
         dims = model_dims(read_model_config(path))
         profile = ShapeProfile.for_model(dims, min_batch=1, opt_batch=min(8, ctx.max_batch), max_batch=ctx.max_batch,
                                          min_clips=1, opt_clips=ctx.base_clips, max_clips=ctx.max_clips,
                                          min_tokens=1, opt_tokens=ctx.num_tokens, max_tokens=ctx.num_tokens)
-        plan = build_engine(path, ctx.artifacts / f"coreba.{precision}.plan", profile, precision,
+        plan = build_engine(path, ctx.artifacts / f"coreba.{precision}.plan", profile, self.precision,
                             timing_cache=ctx.artifacts / "tensorrt.timing_cache")
         self.engine = TensorRTEngine(plan, device=str(ctx.device))
 

@@ -2,7 +2,10 @@
 
 :func:`predict_dataset` is the one implementation of "run the model over a loader and post-process"; the
 training loop's evaluation calls it too, so the numbers logged during training are the numbers this CLI
-would produce. Usage::
+would produce. Both write times with QD-DETR's QVHighlights rule (``mode="qvhighlights"`` of
+:func:`coreba.postprocess.postprocess`: windows in [0, 150] s on multiples of the 2 s clip, scores to 4
+decimals), so the metrics compare with QD-DETR's and the leaderboard's; ``--times exact`` writes exact times
+instead. Usage::
 
     python -m coreba.predict --checkpoint run/best --annotations highlight_val_release.jsonl \\
         --video-feature-dirs features/slowfast_features features/clip_features \\
@@ -27,7 +30,7 @@ from coreba.data import DataConfig, QVHighlightsDataset, collate_batch
 from coreba.device import default_device
 from coreba.evaluate import evaluate, load_jsonl
 from coreba.model import Coreba
-from coreba.postprocess import DEFAULT_TOP_K, postprocess
+from coreba.postprocess import DEFAULT_TOP_K, POSTPROCESS_MODES, PostprocessMode, postprocess
 from coreba.progress import progress_bar
 
 DEFAULT_BATCH_SIZE = 32
@@ -47,11 +50,12 @@ def data_config_for(model_config: CorebaConfig, annotations: str | Path, video_f
 
 @torch.inference_mode()
 def predict_dataset(model: nn.Module, loader: Iterable[dict[str, Any]], *, top_k: int = DEFAULT_TOP_K,
-                    progress: bool = False) -> list[dict[str, Any]]:
+                    progress: bool = False, mode: PostprocessMode = "qvhighlights") -> list[dict[str, Any]]:
     """One submission line per query of ``loader`` (batches from :func:`~coreba.data.collate_batch`).
 
-    Windows are in seconds of each annotation's ``duration``, clamped to it and sorted by score (top
-    ``top_k``); saliency has one score per valid clip. The model's train/eval mode is restored afterwards.
+    Windows are in seconds of each annotation's ``duration``, sorted by score (top ``top_k``), written with
+    ``mode`` (default: QD-DETR's QVHighlights rule); saliency has one score per valid clip. The model's
+    train/eval mode is restored afterwards.
     """
     was_training = model.training
     model.eval()
@@ -66,7 +70,7 @@ def predict_dataset(model: nn.Module, loader: Iterable[dict[str, Any]], *, top_k
             results = postprocess(
                 out["pred_logits"].float().cpu().numpy(), out["pred_spans"].float().cpu().numpy(),
                 out["saliency_scores"].float().cpu().numpy(), inputs["video_mask"].cpu().numpy(),
-                durations=[m["duration"] for m in meta], clip_length=clip_length, top_k=top_k,
+                durations=[m["duration"] for m in meta], clip_length=clip_length, top_k=top_k, mode=mode,
             )
             lines.extend(r.to_submission(**{k: m[k] for k in SUBMISSION_META})
                          for r, m in zip(results, meta, strict=True))
@@ -105,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default=None, help="default: cuda when present, else cpu")
+    parser.add_argument("--times", choices=POSTPROCESS_MODES, default="qvhighlights",
+                        help="qvhighlights (default): QD-DETR's submission rule, windows on multiples of the clip "
+                             "length within [0, 150] s and scores to 4 decimals; exact: unrounded times")
     parser.add_argument("--evaluate", action="store_true",
                         help="also score the submission against --annotations (needs a labelled split)")
     args = parser.parse_args(argv)
@@ -113,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = Coreba.from_pretrained(args.checkpoint, map_location=device)
     loader = build_predict_loader(model.config, args.annotations, args.video_feature_dirs, args.text_feature_dir,
                                   args.batch_size, args.num_workers)
-    lines = predict_dataset(model, loader, progress=True)
+    lines = predict_dataset(model, loader, progress=True, mode=args.times)
     write_jsonl(args.out, lines)
     print(f"wrote {len(lines)} predictions to {args.out}")
     if args.evaluate:

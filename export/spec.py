@@ -22,6 +22,14 @@ from coreba.interface import (  # noqa: F401 (re-exported)
 from coreba.postprocess import DEFAULT_TOP_K  # noqa: F401 (re-exported: the end-to-end graph's default K)
 
 DEFAULT_OPSET = 18
+# The opsets an export is produced at AND passes every check (checker, strict shape inference, ONNX Runtime
+# parity). The dynamo exporter writes opset 18 and converts to the asked one (onnxscript's converter, else
+# onnx's C API); below 17 and above 28 the conversion fails and the exporter silently keeps 18. Measured with
+# torch 2.13, onnxscript 0.7.2, onnx 1.23.2 (newest opset 28) and onnxruntime 1.32: the tiny test config at
+# every opset 7..29, the default config at 17 and 28. export_onnx also verifies the written opset, so another
+# library version cannot fake it. (TensorRT's parser has its own range: export/tensorrt_ops.py.)
+MIN_OPSET, MAX_OPSET = 17, 28
+SUPPORTED_OPSETS = range(MIN_OPSET, MAX_OPSET + 1)
 MAX_EXPORT_BATCH = 4096  # the upper bound the exporter is told for the dynamic batch axis
 
 # Example shapes traced at export: B > 1 (a batch of 1 would let the exporter specialise B to 1) and

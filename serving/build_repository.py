@@ -17,99 +17,143 @@ each running the end-to-end graph in ONE step (inputs + duration in, the answer 
 * ``coreba_trt``   Triton's TensorRT backend, only when ``--plan`` is given.
 * with ``--baseline RAW.onnx``: the two-step path of before (``serving.baseline``), for the load test only.
 
-Every ``config.pbtxt`` is built as Triton's ModelConfig message and the written repository is re-read
-and checked (:mod:`serving.config_check`) before this returns. Model dims and K come from the metadata the
-exporter stores in the ONNX file, so the repository always matches the graph it serves.
+Nothing is written before everything is checked, and nothing is overwritten that this builder did not
+write. The models are built in a staging folder beside ``output``; every ``config.pbtxt`` is built as
+Triton's ModelConfig message, re-read and checked (:mod:`serving.config_check`) together with any other
+model already in ``output`` (a foreign model that Triton would reject is reported before anything is
+written); coreba's folders in ``output`` (the one-step models, the baseline's, and those of earlier layouts,
+``serving.spec.LEGACY_MODELS``) are replaced or removed only if they hold exactly what an earlier build
+recorded in its marker (:mod:`serving.repository_marker`), unless ``force``; then each folder is swapped in
+with a rename, and the marker records every file written (warm-up data and baseline models included). Model
+dims and K come from the metadata the exporter stores in the ONNX file (read by :mod:`coreba.onnx_io`), so
+the repository always matches the graph it serves.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
 
+from coreba.atomic import check_output_path, replace_directory, staging_directory
 from coreba.config import CorebaConfig
+from coreba.onnx_io import read_graph
 from serving import model_configs as configs
-from serving.baseline import BASELINE, BASELINE_MODELS, write_baseline
-from serving.config_check import check_repository
+from serving.baseline import BASELINE, BASELINE_MODELS, baseline_models
+from serving.config_check import check_models, model_dirs
 from serving.model_configs import Batching, TensorRTAcceleration, warmup_sample
-from serving.spec import ALL_MODELS, ENGINE_MODELS, ONNX_FILENAME, PLAN_FILENAME, SERVED, WARMUP_FOLDER
+from serving.repository_marker import NotOursError, fingerprints, not_ours, read_marker, write_marker
+from serving.spec import (
+    ALL_MODELS,
+    ENGINE_MODELS,
+    LEGACY_MODELS,
+    ONNX_FILENAME,
+    PLAN_FILENAME,
+    SERVED,
+    WARMUP_FOLDER,
+)
 
 VERSION = "1"
-
-
-def read_graph(onnx_path: str | Path, graph: str = "end_to_end") -> tuple[CorebaConfig, dict[str, str]]:
-    """The :class:`CorebaConfig` and metadata the exporter stored in the ONNX file, which must hold ``graph``
-    ("end_to_end": the served graph; "raw": the baseline's)."""
-    from export.onnx_export import read_metadata
-
-    metadata = read_metadata(onnx_path)
-    if "config" not in metadata:
-        raise ValueError(f"{onnx_path} has no 'config' metadata: export it with export/to_onnx.py")
-    found = metadata.get("graph", "raw")
-    if found != graph:
-        hint = "export/to_onnx.py --end-to-end" if graph == "end_to_end" else "export/to_onnx.py (no --end-to-end)"
-        raise ValueError(f"{onnx_path} holds the {found} graph; this needs the {graph} graph: export it with {hint}")
-    return CorebaConfig.from_json(metadata["config"]), metadata
+SHOWN = 3  # entries quoted in an error; the count says how many there are
+PYTHON_MODEL = Path(__file__).resolve().parent / "templates" / "coreba_python" / "model.py"
+# every folder this builder may write or remove: what it writes now, and what earlier layouts wrote
+OWNED_MODELS: tuple[str, ...] = (*ALL_MODELS, *BASELINE_MODELS, *LEGACY_MODELS)
 
 
 def _write_model(output: Path, config, files: dict[str, Path], cfg: CorebaConfig) -> Path:
-    """``output/<name>/config.pbtxt``, the version folder with ``files`` (name in folder -> source), and the
-    warm-up sample the config's ``model_warmup`` reads (``warmup/<input name>``, raw row-major bytes)."""
+    """``output/<name>/config.pbtxt``, the version folder with ``files`` (name in folder -> source), and, when
+    the config has ``model_warmup``, the warm-up sample it reads (``warmup/<input name>``, raw row-major bytes)."""
     model_dir = output / config.name
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
     (model_dir / VERSION).mkdir(parents=True)
-    (model_dir / WARMUP_FOLDER).mkdir()
     (model_dir / "config.pbtxt").write_text(configs.to_pbtxt(config))
     for name, source in files.items():
         shutil.copyfile(source, model_dir / VERSION / name)
-    for name, array in warmup_sample(cfg).items():
-        (model_dir / WARMUP_FOLDER / name).write_bytes(array.tobytes())
+    if config.model_warmup:
+        (model_dir / WARMUP_FOLDER).mkdir()
+        for name, array in warmup_sample(cfg).items():
+            (model_dir / WARMUP_FOLDER / name).write_bytes(array.tobytes())
     return model_dir
+
+
+def _swap_in(stage: Path, output: Path, names: list[str], stale: list[str]) -> None:
+    """Move each staged model folder into ``output`` (the old one goes into the staging folder, deleted with
+    it), and move the ``stale`` coreba folders out of ``output`` the same way."""
+    aside = stage / ".replaced"
+    aside.mkdir()
+    output.mkdir(exist_ok=True)
+    for name in names:
+        replace_directory(stage / name, output / name, aside=aside / name)
+    for name in stale:
+        os.replace(output / name, aside / name)
 
 
 def build_repository(onnx_path: str | Path, output: str | Path, plan_path: str | Path | None = None,
                      batching: Batching | None = None, onnx_kind: str = "gpu", python_kind: str = "cpu",
                      tensorrt: TensorRTAcceleration | None = None, instances: int = 1,
                      graph_optimization: str = "all", intra_op_threads: int = 0,
-                     baseline_onnx: str | Path | None = None) -> dict[str, Path]:
-    """Write the repository and return ``{model name: model folder}``; raises ``ValueError`` on bad options
-    and :class:`serving.config_check.ConfigCheckError` if a written config would not load."""
+                     baseline_onnx: str | Path | None = None, force: bool = False) -> dict[str, Path]:
+    """Write the repository and return ``{model name: model folder}``. ``onnx_path`` is the END-TO-END graph
+    (``export/to_onnx.py --end-to-end``); ``baseline_onnx``, the RAW graph of the same model, adds the two-step
+    path of before (:mod:`serving.baseline`) for the load test.
+
+    Raises, before writing anything: ``ValueError`` on bad options; :class:`coreba.onnx_io.OnnxFileError` for
+    an ONNX file that is not a whole exported model or holds the other graph; :class:`serving.config_check.
+    ConfigCheckError` if a config (coreba's, or another model's in ``output``) would not load;
+    :class:`serving.repository_marker.NotOursError` where coreba's folders in ``output`` hold anything this
+    builder did not write (``force`` replaces them anyway); :class:`coreba.atomic.OutputPathError` for an
+    unwritable path."""
     onnx_path, output = Path(onnx_path), Path(output)
     for what, path in (("ONNX file", onnx_path), ("TensorRT plan", plan_path), ("baseline ONNX file", baseline_onnx)):
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"no {what} at {path}")
+    check_output_path(output, kind="dir")
     batching = batching or Batching()
-    cfg, metadata = read_graph(onnx_path)
-    top_k = int(metadata["top_k"])
+    cfg, metadata = read_graph(onnx_path, "end_to_end")
+    top_k = int(metadata["top_k"])  # read_graph checked it
     if baseline_onnx is not None:
         baseline_cfg, _ = read_graph(baseline_onnx, "raw")
         if baseline_cfg.to_dict() != cfg.to_dict():
             raise ValueError(f"the baseline graph {baseline_onnx} was exported from another model config than "
                              f"{onnx_path}")
 
-    output.mkdir(parents=True, exist_ok=True)
-    for stale in (*ALL_MODELS, *BASELINE_MODELS):  # a repository built earlier must not keep a stale model
-        if (output / stale).is_dir():
-            shutil.rmtree(output / stale)
-    python_file = Path(__file__).resolve().parent / "templates" / "coreba_python" / "model.py"
-    written = {
-        SERVED: _write_model(output, configs.python_config(cfg, batching, top_k, python_kind, instances,
-                                                           graph_optimization, intra_op_threads),
-                             {"model.py": python_file, ONNX_FILENAME: onnx_path}, cfg),
-        ENGINE_MODELS["onnx"]: _write_model(output, configs.onnx_config(cfg, batching, top_k, onnx_kind, instances,
-                                                                        tensorrt),
-                                            {ONNX_FILENAME: onnx_path}, cfg),
-    }
-    if plan_path is not None:
-        written[ENGINE_MODELS["trt"]] = _write_model(output, configs.trt_config(cfg, batching, top_k, instances),
-                                                     {PLAN_FILENAME: Path(plan_path)}, cfg)
-    if baseline_onnx is not None:
-        written.update(write_baseline(output, Path(baseline_onnx), cfg, batching.max_batch_size, top_k, VERSION))
-    check_repository(output)
-    return written
+    existing = output.is_dir()
+    marker = read_marker(output) if existing and not force else {}
+    foreign = [d for d in model_dirs(output) if d.name not in OWNED_MODELS] if existing else []
+    with staging_directory(output) as stage:
+        written = {
+            SERVED: _write_model(stage, configs.python_config(cfg, batching, top_k, python_kind, instances,
+                                                              graph_optimization, intra_op_threads),
+                                 {"model.py": PYTHON_MODEL, ONNX_FILENAME: onnx_path}, cfg),
+            ENGINE_MODELS["onnx"]: _write_model(stage, configs.onnx_config(cfg, batching, top_k, onnx_kind, instances,
+                                                                           tensorrt),
+                                                {ONNX_FILENAME: onnx_path}, cfg),
+        }
+        if plan_path is not None:
+            written[ENGINE_MODELS["trt"]] = _write_model(stage, configs.trt_config(cfg, batching, top_k, instances),
+                                                         {PLAN_FILENAME: Path(plan_path)}, cfg)
+        if baseline_onnx is not None:
+            for name, (config, files) in baseline_models(Path(baseline_onnx), cfg, batching.max_batch_size,
+                                                         top_k).items():
+                written[name] = _write_model(stage, config, files, cfg)
+        check_models([*written.values(), *foreign])  # coreba's configs, and every other model served beside them
+        if existing and not force:
+            problems = not_ours(output, OWNED_MODELS, marker)
+            if problems:
+                raise NotOursError(f"{output} holds {len(problems)} entr{'y' if len(problems) == 1 else 'ies'} "
+                                   f"build_repository would replace but did not write: {', '.join(problems[:SHOWN])}"
+                                   f"{', ...' if len(problems) > SHOWN else ''}; move them away or pass --force")
+        names = list(written)
+        # e.g. an old coreba_trt, the baseline of a build with --baseline, an earlier layout's ensemble
+        stale = [n for n in OWNED_MODELS if n not in written and (output / n).exists()]
+        ours = fingerprints(stage, names)
+        if existing:  # first record both versions: an interruption mid-swap leaves nothing unrecognised
+            write_marker(output, {rel: [*marker.get(rel, []), *([ours[rel]] if rel in ours else [])]
+                                  for rel in {*marker, *ours}})
+        _swap_in(stage, output, names, stale)
+        write_marker(output, {rel: [fp] for rel, fp in ours.items()})
+    return {name: output / name for name in names}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,6 +164,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="END-TO-END ONNX file (export/to_onnx.py --end-to-end)")
     required.add_argument("--output", required=True, type=Path, help="model repository folder to write")
     opt = parser.add_argument_group("engine")
+    opt.add_argument("--force", action="store_true",
+                     help="replace coreba's model folders in --output even where they hold files this builder did "
+                          "not write (other models in --output are never touched)")
     opt.add_argument("--plan", type=Path, default=None,
                      help="TensorRT plan built from the end-to-end ONNX file: also write coreba_trt")
     opt.add_argument("--python-gpu", action="store_true",
@@ -154,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                                    onnx_kind="cpu" if args.onnx_cpu else "gpu",
                                    python_kind="gpu" if args.python_gpu else "cpu", tensorrt=tensorrt,
                                    instances=args.instances, graph_optimization=args.graph_optimization,
-                                   intra_op_threads=args.intra_op_threads, baseline_onnx=args.baseline)
-    except (ValueError, FileNotFoundError) as err:
+                                   intra_op_threads=args.intra_op_threads, baseline_onnx=args.baseline,
+                                   force=args.force)
+    except (ValueError, OSError) as err:  # every error here is one line naming the file or the option
         print(f"error: {err}", file=sys.stderr)
         return 1
     for name, folder in written.items():

@@ -155,14 +155,24 @@ def check_ensemble(ensemble: mc.ModelConfig, models: Mapping[str, mc.ModelConfig
                                    f"{list(out.dims)} but its step gives {mc.DataType.Name(dtype)} {dims}")
 
 
-def check_repository(repository: str | Path) -> dict[str, mc.ModelConfig]:
-    """Read and check every model of a repository (and every ensemble against its steps)."""
-    repository = Path(repository)
-    configs = {d.name: read_config(d) for d in sorted(repository.iterdir()) if (d / "config.pbtxt").is_file()}
-    if not configs:
-        raise ConfigCheckError(f"{repository}: no model folder with a config.pbtxt")
+def model_dirs(repository: str | Path) -> list[Path]:
+    """The model folders of a repository: those holding a ``config.pbtxt``."""
+    return [d for d in sorted(Path(repository).iterdir()) if (d / "config.pbtxt").is_file()]
+
+
+def check_models(folders: Sequence[Path]) -> dict[str, mc.ModelConfig]:
+    """Read and check each model folder, and every ensemble among them against its steps."""
+    configs = {d.name: read_config(d) for d in folders}
     for config in configs.values():
         if config.platform == "ensemble":
             check_ensemble(config, configs)
     check_same_interface(configs)
     return configs
+
+
+def check_repository(repository: str | Path) -> dict[str, mc.ModelConfig]:
+    """Read and check every model of a repository (and every ensemble against its steps)."""
+    folders = model_dirs(repository)
+    if not folders:
+        raise ConfigCheckError(f"{repository}: no model folder with a config.pbtxt")
+    return check_models(folders)

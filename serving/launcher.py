@@ -18,7 +18,8 @@ interpreter's version). The stub embeds the interpreter found first on PATH, so 
 goes first on PATH (the models import the installed ``coreba``), and its LIBDIR goes on LD_LIBRARY_PATH.
 
 CLI: ``python -m serving.launcher --repository artifacts/model_repository [--http-port 8000]`` serves
-until Ctrl-C.
+until Ctrl-C or SIGTERM (exit 0); if the server dies under it, it says so with the exit status and the tail
+of the server's log, and exits 1.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ class TritonServer:
             return ""
         return self.log_path.read_text(errors="replace")
 
-    def _log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def repository_index(self) -> list[dict]:
@@ -216,7 +217,7 @@ class TritonServer:
                 failures = self._failures()
                 if failures:
                     raise ModelLoadError(failures, self._error_lines())
-                raise ServerStartError(f"tritonserver exited with code {self.process.returncode}:\n{self._log_tail()}")
+                raise ServerStartError(f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}")
             if _http(f"{base}/ready", timeout=1.0)[0] == 200:
                 return
             if _http(f"{base}/live", timeout=1.0)[0] == 200:  # endpoints start after the models were loaded
@@ -224,7 +225,7 @@ class TritonServer:
                 if failures:
                     raise ModelLoadError(failures, self._error_lines())
             time.sleep(POLL_S)
-        raise ServerStartError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self._log_tail()}")
+        raise ServerStartError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
 
     def stop(self) -> None:
         """SIGTERM the server's PID, wait, then SIGKILL its process group (the stubs) if anything is left."""
@@ -252,6 +253,14 @@ class TritonServer:
         self.stop()
 
 
+def describe_exit(returncode: int) -> str:
+    """``-9`` -> "exit status -9 (killed by SIGKILL)": Popen's negative codes are the signal that ended it."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"exit status {returncode} (killed by {signal.Signals(-returncode).name})"
+    return f"exit status {returncode}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a COREBA model repository on 127.0.0.1 until Ctrl-C.")
     parser.add_argument("--repository", required=True, type=Path)
@@ -271,14 +280,20 @@ def main(argv: list[str] | None = None) -> int:
           f"(PID {server.process.pid}); Ctrl-C stops it", flush=True)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    pid, returncode = server.process.pid, None
     try:
-        while not stop["now"] and server.process is not None and server.process.poll() is None:
+        while not stop["now"] and (returncode := server.process.poll()) is None:
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
-    code = server.process.returncode if server.process is not None and server.process.poll() is not None else 0
+    if returncode is None:
+        server.stop()
+        return 0
+    tail = server.log_tail()  # before stop() removes the working folder with the log
     server.stop()
-    return code
+    print(f"error: tritonserver (PID {pid}) died with {describe_exit(returncode)}; the end of its log:\n{tail}",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

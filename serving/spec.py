@@ -20,6 +20,9 @@ from export.spec import ANSWER_NAMES, DURATION, END_TO_END_INPUT_NAMES  # noqa: 
 SERVED = "coreba"  # the ONE model a client calls
 ENGINE_MODELS: dict[str, str] = {"python": SERVED, "onnx": "coreba_onnx", "trt": "coreba_trt"}
 ALL_MODELS: tuple[str, ...] = tuple(ENGINE_MODELS.values())
+# what earlier layouts wrote beside them (the raw-graph engine and the post-processing model of the old ensemble):
+# the builder removes them, as its own, so that a server never loads a model of the old layout
+LEGACY_MODELS: tuple[str, ...] = ("coreba_python", "coreba_postprocess")
 
 # video_feats, video_mask, text_feats, text_mask, duration; clients send duration as (B, 1) float32 seconds
 SERVED_INPUTS: tuple[str, ...] = END_TO_END_INPUT_NAMES

@@ -9,14 +9,13 @@ else uses them; ``serving.build_repository --baseline RAW.onnx`` writes them nex
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
 from coreba.config import CorebaConfig
 from export.spec import INPUT_NAMES, OUTPUT_NAMES
-from serving.model_configs import BOOL, FP32, Batching, _input, _instances, _output, answer_outputs, to_pbtxt
+from serving.model_configs import BOOL, FP32, Batching, _input, _instances, _output, answer_outputs
 from serving.spec import ANSWER_OUTPUTS, DURATION, ONNX_FILENAME
 
 BASELINE = "coreba_baseline"  # the ensemble
@@ -81,24 +80,14 @@ def ensemble_config(cfg: CorebaConfig, batching: Batching, top_k: int) -> mc.Mod
     return config
 
 
-def write_baseline(output: Path, raw_onnx: Path, cfg: CorebaConfig, max_batch_size: int, top_k: int,
-                   version: str = "1") -> dict[str, Path]:
-    """The three baseline models under ``output``, batching as the old path did; ``raw_onnx`` is the RAW graph
-    of the same model."""
+def baseline_models(raw_onnx: Path, cfg: CorebaConfig, max_batch_size: int,
+                    top_k: int) -> dict[str, tuple[mc.ModelConfig, dict[str, Path]]]:
+    """The three baseline models, batching as the old path did: name -> (config, {file in the version folder:
+    source}); ``raw_onnx`` is the RAW graph of the same model. ``serving.build_repository`` writes them (staged,
+    checked and recorded in its marker like every model it writes)."""
     batching = old_batching(max_batch_size)
-    configs = {BASELINE_ENGINE: (engine_config(cfg, batching), {"model.py": HERE / "engine_model.py",
-                                                                ONNX_FILENAME: raw_onnx}),
-               BASELINE_POSTPROCESS: (postprocess_config(cfg, batching, top_k),
-                                      {"model.py": HERE / "postprocess_model.py"}),
-               BASELINE: (ensemble_config(cfg, batching, top_k), {})}
-    written = {}
-    for name, (config, files) in configs.items():
-        folder = output / name
-        if folder.exists():
-            shutil.rmtree(folder)
-        (folder / version).mkdir(parents=True)
-        (folder / "config.pbtxt").write_text(to_pbtxt(config))
-        for filename, source in files.items():
-            shutil.copyfile(source, folder / version / filename)
-        written[name] = folder
-    return written
+    return {BASELINE_ENGINE: (engine_config(cfg, batching), {"model.py": HERE / "engine_model.py",
+                                                             ONNX_FILENAME: raw_onnx}),
+            BASELINE_POSTPROCESS: (postprocess_config(cfg, batching, top_k),
+                                   {"model.py": HERE / "postprocess_model.py"}),
+            BASELINE: (ensemble_config(cfg, batching, top_k), {})}

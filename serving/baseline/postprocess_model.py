@@ -4,7 +4,7 @@ for its imports, the guard kept here and the optional ``execute`` profile.
 
 It calls :func:`coreba.postprocess.postprocess`, the ONE post-processing of the project (the same the
 ``Predictor`` and ``coreba.predict`` use), on each request, then packs the variable-length answer into the
-fixed-shape layout of :mod:`serving.answer` (moments (B, K, 3), saliency (B, Lv) + num_clips (B, 1)).
+fixed-shape layout of :mod:`coreba.answer` (moments (B, K, 3), saliency (B, Lv) + num_clips (B, 1)).
 K, the number of moments returned, is the first dim of the ``moments`` output in config.pbtxt: the config
 is the source of truth. Requests that cannot be answered (:func:`check_answerable`) get an error response
 naming the problem; the others are answered.

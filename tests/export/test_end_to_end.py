@@ -16,10 +16,10 @@ import torch
 from coreba import Coreba
 from coreba.answer import pack_answer
 from coreba.engines.onnxruntime_engine import OnnxRuntimeEngine
+from coreba.onnx_io import read_metadata
 from coreba.postprocess import postprocess
 from export import to_onnx
 from export.answer_graph import AnswerGraph
-from export.onnx_export import read_metadata
 from export.spec import ANSWER_NAMES, END_TO_END_INPUT_NAMES
 from export.tensorrt_ops import analyze_tensorrt_compatibility
 from export.validate import (

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from coreba.config import CorebaConfig
 from coreba.engines.onnxruntime_engine import OnnxRuntimeEngine
 from coreba.model.validation import InputError
+from coreba.onnx_io import GRAPH_KEY, OnnxFileError, config_of, graph_of, top_k_of
 from serving.backend_io import (
     ExecuteProfiler,
     error_response,
@@ -60,15 +60,19 @@ class TritonPythonModel:
 
     def _check_graph(self, path: Path) -> None:
         """Fail at load time, by name, if config.pbtxt was written for another graph than this ONNX file."""
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if "config" not in metadata or metadata.get("graph") != "end_to_end":
+        # the metadata as ONNX Runtime read it with the graph (no second parse); interpreted by coreba.onnx_io
+        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if graph_of(metadata) != "end_to_end":
             raise pb_utils.TritonModelException(f"{path} is not an end-to-end graph (metadata graph="
-                                                f"{metadata.get('graph')!r}): export it with export/to_onnx.py "
+                                                f"{metadata.get(GRAPH_KEY)!r}): export it with export/to_onnx.py "
                                                 "--end-to-end")
-        cfg = CorebaConfig.from_json(metadata["config"])
+        try:
+            cfg, top_k = config_of(metadata, path), top_k_of(metadata, path)
+        except OnnxFileError as err:
+            raise pb_utils.TritonModelException(str(err)) from None
         dims = {spec["name"]: [int(d) for d in spec["dims"]]
                 for spec in self.model_config["input"] + self.model_config["output"]}
-        expected = {"video_feats": cfg.video_dim, "text_feats": cfg.text_dim, "moments": int(metadata["top_k"])}
+        expected = {"video_feats": cfg.video_dim, "text_feats": cfg.text_dim, "moments": top_k}
         for name, value in expected.items():
             axis = 0 if name == "moments" else -1
             if dims[name][axis] != value:
