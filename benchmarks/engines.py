@@ -287,7 +287,8 @@ class TensorRTRunner(NumpyRunner):
         except EngineUnavailable as err:
             raise Skip(str(err)) from err
         path = _require_onnx(ctx)
-        from export.tensorrt_build import ShapeProfile, build_engine, model_dims, read_model_config
+        from coreba.onnx_io import read_model_config
+        from export.tensorrt_build import ShapeProfile, build_engine, model_dims
 
         self.precision = "fp16" if precision == "fp16" else "fp32"
         if self.precision == "fp16":  # strongly typed: the precision comes from the graph's own types
@@ -308,7 +309,7 @@ class TensorRTRunner(NumpyRunner):
 
 
 def serving_unavailable() -> str | None:
-    """Why the served ensemble cannot be benchmarked here, or None."""
+    """Why the served model cannot be benchmarked here, or None."""
     for module in ("serving.launcher", "serving.client", "serving.build_repository", "serving.model_configs",
                    "tritonclient.http"):
         try:
@@ -334,9 +335,10 @@ def serving_unavailable() -> str | None:
 
 @dataclass
 class ServedRunner(Runner):
-    """The served ensemble (engine ``coreba_python``: ONNX Runtime CPU, then post-processing), called through
-    the HTTP client with one request per batch. Its answers are compared with ``coreba.postprocess`` of the
-    eager outputs: scores and saliency at the fp32 tolerance, windows at the tolerance times the duration."""
+    """The served model ``coreba`` (one step: the end-to-end graph on ONNX Runtime CPU in the Python backend),
+    called through the HTTP client with one request per batch. Its answers are compared with
+    ``coreba.postprocess`` of the eager outputs: scores and saliency at the fp32 tolerance, windows at the
+    tolerance times the duration."""
 
     ctx: Context
     clip_length: float = 2.0
@@ -346,27 +348,28 @@ class ServedRunner(Runner):
     def __post_init__(self) -> None:
         reason = serving_unavailable()
         if reason:
-            raise Skip(f"served ensemble unavailable: {reason}")
-        path = _require_onnx(self.ctx)
-        if self.ctx.model.config.max_video_len != self.ctx.native_max_video_len:
-            # The ensemble pads every request to its model's max_video_len: serve the checkpoint's own length
-            # (its own export), not the long-video variant, which would pad Lv 75 to the longest video.
-            from export.onnx_export import export_onnx
-
+            raise Skip(f"served model unavailable: {reason}")
+        _require_onnx(self.ctx)
+        model = self.ctx.model
+        if model.config.max_video_len != self.ctx.native_max_video_len:
+            # The server pads every request to its model's max_video_len: serve the checkpoint's own length,
+            # not the long-video variant, which would pad Lv 75 to the longest video.
             if self.ctx.checkpoint is None:
                 raise Skip("the served model needs the checkpoint's own export, and no checkpoint path was given")
-            native = Coreba.from_pretrained(self.ctx.checkpoint).eval()
-            path = export_onnx(native, self.ctx.artifacts / "coreba.native.onnx", check=False).path
+            model = Coreba.from_pretrained(self.ctx.checkpoint).eval()
+        from export.onnx_export import export_onnx
         from serving.build_repository import build_repository
         from serving.client import CorebaClient
         from serving.launcher import ServerStartError, TritonServer
         from serving.model_configs import Batching
 
+        # the served graph: the post-processing inside (its answer is checked at every point below)
+        path = export_onnx(model, self.ctx.artifacts / "coreba-e2e.onnx", check=False, end_to_end=True).path
         # one request carries the whole batch: no queue delay (there is no other request to wait for)
         batching = Batching(max_batch_size=self.ctx.max_batch, preferred_batch_sizes=(self.ctx.max_batch,),
                             max_queue_delay_us=0)
         repo = self.ctx.artifacts / "model_repository"
-        build_repository(path, repo, engine="python", batching=batching, intra_op_threads=self.ctx.threads or 0)
+        build_repository(path, repo, batching=batching, intra_op_threads=self.ctx.threads or 0)
         self.clip_length = self.ctx.model.config.clip_length
         try:
             self.server = TritonServer(repo).start()
@@ -381,8 +384,8 @@ class ServedRunner(Runner):
     def bind(self, feeds: Outputs) -> Callable[[], object]:
         B, Lv = feeds["video_mask"].shape
         if Lv != self.client.layout.max_clips:
-            raise Skip(f"the ensemble takes requests padded to {self.client.layout.max_clips} clips (the served "
-                       "model's max_video_len)")
+            raise Skip(f"the served model takes requests padded to {self.client.layout.max_clips} clips (its "
+                       "max_video_len)")
         arrays = {name: np.ascontiguousarray(feeds[name]) for name in INPUT_NAMES}
         arrays["duration"] = (feeds["video_mask"].sum(1, keepdims=True) * self.clip_length).astype(np.float32)
         return lambda: self.client.infer(arrays)
@@ -443,7 +446,7 @@ def catalogue(gpu: bool = False) -> list[EngineSpec]:
     """Every engine, the most informative for the device first: a time limit cuts from the end.
 
     On the CPU the compiles (tens of seconds per shape) go last; in a GPU run the CPU engines (ONNX Runtime
-    CPU, the served ensemble, which runs ONNX Runtime on the CPU) go last, after every GPU engine.
+    CPU, the served model, which runs ONNX Runtime on the CPU) go last, after every GPU engine.
     """
     device_io, host_io = "torch tensors on the device", "host numpy (copies timed)"
     ort_trt_options = {"trt_fp16_enable": False}
@@ -468,7 +471,7 @@ def catalogue(gpu: bool = False) -> list[EngineSpec]:
                    gpu_only=True),
         EngineSpec("tensorrt-fp32", "tensorrt", "fp32", host_io, lambda c: TensorRTRunner(c, "fp32"), gpu_only=True),
         EngineSpec("tensorrt-fp16", "tensorrt", "fp16", host_io, lambda c: TensorRTRunner(c, "fp16"), gpu_only=True),
-        EngineSpec("served-ensemble", "served", "fp32", "HTTP client (serialization, server, post-processing)",
+        EngineSpec("served", "served", "fp32", "HTTP client (serialization, server, graph with post-processing)",
                    lambda c: ServedRunner(c), gate="none", host_compute=True),
         EngineSpec("compile-default", "torch", "fp32", device_io, lambda c: CompiledRunner(c, "default"),
                    gate="first-point", needs_s=45),

@@ -9,7 +9,7 @@ What is measured: the same model and the same random inputs through every engine
 :mod:`benchmarks.engines` -- eager PyTorch (math and SDPA attention), ``torch.compile`` (default; on a GPU
 also reduce-overhead and max-autotune), CUDA graphs (fp32 and fp16), the Triton attention kernel, ONNX
 Runtime (CPU with graph optimizations off and all; CUDA and TensorRT providers), TensorRT plans (fp32,
-fp16) and the served ensemble through its HTTP client -- over batch sizes at Lv 75 and over long videos
+fp16) and the served model (one step) through its HTTP client -- over batch sizes at Lv 75 and over long videos
 (Lv 300, 1200) at a few batch sizes, always Lt 32. An engine that cannot run here is SKIPPED with the
 reason.
 
@@ -370,7 +370,7 @@ def gate(spec: EngineSpec, runner: Runner, ctx: Context, points: list[Point], da
 
     "padded": a batch of 4 with padded videos and queries (lengths 1 included) at the base length.
     "first-point": the inputs of the engine's first point (a compiled engine would recompile for any
-    other shape). "none": the per-point check only (the served ensemble returns answers, not raw outputs).
+    other shape). "none": the per-point check only (the served model returns answers, not raw outputs).
     """
     if spec.gate == "none":
         return None

@@ -8,6 +8,7 @@ and an empty or cut-at-a-field-boundary file parses "successfully" into an incom
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
     import onnx
 
 CONFIG_KEY = "config"  # the metadata entry holding the model's CorebaConfig (JSON), written by the exporter
+GRAPH_KEY = "graph"  # which graph the file holds: "raw" or "end_to_end" (absent: raw)
+TOP_K_KEY = "top_k"  # an end-to-end graph's moments per query
+GRAPHS = ("raw", "end_to_end")
 
 
 class OnnxFileError(ValueError):
@@ -60,10 +64,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return metadata_of(read_onnx(path, load_weights=False))
 
 
-def read_model_config(path: str | Path) -> CorebaConfig:
-    """The :class:`CorebaConfig` the exporter stored in the file's metadata, so every consumer (Predictor,
-    TensorRT build, serving) describes the model exactly as it was exported."""
-    metadata = read_metadata(path)
+def config_of(metadata: Mapping[str, str], path: str | Path) -> CorebaConfig:
+    """The :class:`CorebaConfig` in the metadata of the ONNX file ``path`` (already read)."""
     if CONFIG_KEY not in metadata:
         raise OnnxFileError(f"{path} has no '{CONFIG_KEY}' metadata: export it with export/to_onnx.py, which "
                             "records the model config")
@@ -71,3 +73,48 @@ def read_model_config(path: str | Path) -> CorebaConfig:
         return CorebaConfig.from_json(metadata[CONFIG_KEY])
     except ConfigError as err:
         raise OnnxFileError(f"{path}: its '{CONFIG_KEY}' metadata is not a valid model config: {err}") from None
+
+
+def read_model_config(path: str | Path) -> CorebaConfig:
+    """The :class:`CorebaConfig` the exporter stored in the file's metadata, so every consumer (Predictor,
+    TensorRT build, serving) describes the model exactly as it was exported."""
+    return config_of(read_metadata(path), path)
+
+
+def graph_of(metadata: Mapping[str, str]) -> str:
+    """Which graph a file holds: "raw" (the model's outputs) or "end_to_end" (the answer; see
+    ``export/to_onnx.py --end-to-end``). Files written before the entry existed hold the raw graph."""
+    return metadata.get(GRAPH_KEY, "raw")
+
+
+def top_k_of(metadata: Mapping[str, str], path: str | Path) -> int | None:
+    """K (moments per query) of an end-to-end graph, None for the raw graph."""
+    if graph_of(metadata) != "end_to_end":
+        return None
+    try:
+        top_k = int(metadata[TOP_K_KEY])
+    except (KeyError, ValueError):
+        top_k = 0
+    if top_k < 1:
+        raise OnnxFileError(f"{path} is an end-to-end graph without a valid '{TOP_K_KEY}' metadata entry "
+                            f"(got {metadata.get(TOP_K_KEY)!r})")
+    return top_k
+
+
+def end_to_end_top_k(path: str | Path) -> int | None:
+    """K of the end-to-end graph in ``path`` (its metadata ``top_k``), or None for the raw graph."""
+    return top_k_of(read_metadata(path), path)
+
+
+def read_graph(path: str | Path, graph: str) -> tuple[CorebaConfig, dict[str, str]]:
+    """The config and metadata of ``path``, which must hold ``graph`` ("raw" or "end_to_end"); else an
+    :class:`OnnxFileError` saying how to export the one needed."""
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {GRAPHS}, got {graph!r}")
+    metadata = read_metadata(path)
+    found = graph_of(metadata)
+    if found != graph:
+        hint = "export/to_onnx.py --end-to-end" if graph == "end_to_end" else "export/to_onnx.py (no --end-to-end)"
+        raise OnnxFileError(f"{path} holds the {found} graph; this needs the {graph} graph: export it with {hint}")
+    top_k_of(metadata, path)  # an end-to-end graph states its K
+    return config_of(metadata, path), metadata

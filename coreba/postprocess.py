@@ -1,5 +1,8 @@
-"""Turn raw model outputs into the user's answer. The ONE implementation: ``coreba.predict``, the
-``Predictor`` of every engine and the serving ensemble's post-processing model all call :func:`postprocess`.
+"""Turn raw model outputs into the user's answer. The ONE implementation: ``coreba.predict`` and the
+``Predictor`` of every engine call :func:`postprocess`; the served model runs the end-to-end graph, whose
+post-processing head (``export/answer_graph.py``) computes the "exact" mode inside the engine and is checked
+against :func:`postprocess` by the parity harness (``export.validate.check_answer_parity``); the load test's
+baseline (``serving.baseline``, the two-step path of before) calls it in its post-processing model.
 
 Per query (QD-DETR's inference): score = softmax(logits)[..., 0] (foreground); (cx, w) -> (start, end)
 times the video's duration; sorted by score, the top k kept (no NMS); saliency is the score of each valid

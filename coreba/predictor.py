@@ -29,7 +29,7 @@ import torch
 from coreba.config import CorebaConfig
 from coreba.engines import ENGINE_NAMES, Engine, load_engine
 from coreba.model.validation import InputError, validate_inputs
-from coreba.onnx_io import read_model_config
+from coreba.onnx_io import config_of, graph_of, read_metadata
 from coreba.postprocess import DEFAULT_TOP_K, POSTPROCESS_MODES, PostprocessMode, QueryResult, postprocess
 from coreba.schedule import Answering, Query, Row, answer_queries, row_durations, shared_window
 from coreba.windows import DEFAULT_NMS_IOU, Window, check_window_options, window_features, write_window
@@ -44,11 +44,20 @@ def config_for(path: str | Path, engine: str) -> CorebaConfig:
     if engine == "torch":
         return CorebaConfig.load(path / "config.json")
     if engine == "onnxruntime":
-        return read_model_config(path)
+        metadata = read_metadata(path)
+        if graph_of(metadata) == "end_to_end":
+            raise ValueError(f"{path} is an end-to-end graph (its outputs are already the answer, for serving); the "
+                             "Predictor runs the raw graph: export it with export/to_onnx.py without --end-to-end")
+        return config_of(metadata, path)
     sidecar = path.with_suffix(".json")
     if not sidecar.is_file():
         raise FileNotFoundError(f"no {sidecar} beside the TensorRT plan (export/to_tensorrt.py writes it)")
-    return CorebaConfig.from_dict(json.loads(sidecar.read_text())["config"])
+    sidecar_data = json.loads(sidecar.read_text())
+    if sidecar_data.get("graph") == "end_to_end":
+        raise ValueError(f"{path} is built from an end-to-end graph (its outputs are already the answer, for "
+                         "serving); the Predictor runs the raw graph: build the plan from an export without "
+                         "--end-to-end")
+    return CorebaConfig.from_dict(sidecar_data["config"])
 
 
 REAL_KINDS = "fiu"  # numpy dtype kinds of real numbers: float, signed and unsigned int (bool and complex are not)

@@ -16,6 +16,12 @@ Checks before success: the asked opset, no Loop/If node, ``onnx.checker`` (full)
 file size within 5% of the parameter bytes, and ONNX Runtime parity against eager PyTorch on random inputs at
 several shapes (``export.validate``).
 
+``end_to_end=True`` exports the same wrapper with the post-processing inside (``export.wrapper``): one more
+input, ``duration``, and the answer out (moments, saliency, num_clips); its parity is checked against eager
+PyTorch + ``coreba.postprocess.postprocess``. The metadata says which graph a file holds (``graph``) and,
+for an end-to-end graph, how many moments it returns (``top_k``). Both graphs go through the same
+:func:`export_onnx`: the same opset checks, output-path check and atomic writes below.
+
 Nothing is lost or faked on the way (:mod:`coreba.atomic`): the output path is checked before the ~30 s
 trace; the file is written under a temporary name beside ``output`` and moved into place only after every
 check passed, so a failed or interrupted (Ctrl-C) export leaves the previous file as it was and no partial
@@ -41,13 +47,19 @@ import coreba
 from coreba.atomic import atomic_file, check_output_path
 from coreba.engines.onnxruntime_engine import OnnxRuntimeEngine
 from coreba.model import Coreba
-from coreba.onnx_io import read_onnx
+from coreba.onnx_io import GRAPH_KEY, TOP_K_KEY, read_onnx
 from export.spec import (
+    ANSWER_NAMES,
     DEFAULT_OPSET,
+    DEFAULT_TOP_K,
+    END_TO_END_INPUT_AXES,
+    END_TO_END_INPUT_NAMES,
     EXPORT_TEXT_LENS,
     EXPORT_VIDEO_LENS,
+    FP16_ANSWER_TOLERANCE,
     FP16_SCORE_TOLERANCE,
     FP16_TOLERANCE,
+    FP32_ANSWER_TOLERANCE,
     FP32_TOLERANCE,
     INPUT_AXES,
     INPUT_NAMES,
@@ -57,8 +69,8 @@ from export.spec import (
     OUTPUT_NAMES,
     SUPPORTED_OPSETS,
 )
-from export.validate import ParityReport, check_parity, make_feeds
-from export.wrapper import ExportWrapper
+from export.validate import ParityCase, ParityReport, answer_feeds, check_answer_parity, check_parity
+from export.wrapper import EndToEndWrapper, ExportWrapper
 
 FORBIDDEN_OPS = ("Loop", "If", "Scan")
 SIZE_SLACK = 0.05  # initializers may exceed the parameter bytes by this fraction (folded constants)
@@ -111,30 +123,43 @@ class ExportResult:
         return "\n".join(lines)
 
 
-def _dynamic_shapes(model: Coreba) -> dict[str, dict[int, Dim]]:
+def _dynamic_shapes(model: Coreba, end_to_end: bool = False) -> dict[str, dict[int, Dim]]:
     cfg = model.config
     bounds = {"batch": MAX_EXPORT_BATCH, "num_clips": cfg.max_video_len, "num_tokens": cfg.max_text_len}
     dims = {name: Dim(name, min=1, max=bound) for name, bound in bounds.items()}
-    return {inp: {axis: dims[name] for axis, name in INPUT_AXES[inp].items()} for inp in INPUT_NAMES}
+    axes, names = (END_TO_END_INPUT_AXES, END_TO_END_INPUT_NAMES) if end_to_end else (INPUT_AXES, INPUT_NAMES)
+    return {inp: {axis: dims[name] for axis, name in axes[inp].items()} for inp in names}
 
 
-def _example_inputs(model: Coreba) -> tuple[torch.Tensor, ...]:
+def _example_inputs(model: Coreba, end_to_end: bool = False) -> tuple[torch.Tensor, ...]:
     cfg = model.config
     video_lens = tuple(min(n, cfg.max_video_len) for n in EXPORT_VIDEO_LENS)
     text_lens = tuple(min(n, cfg.max_text_len) for n in EXPORT_TEXT_LENS)
-    feeds = make_feeds(cfg, video_lens, text_lens, seed=1234)
-    return tuple(torch.from_numpy(feeds[name]) for name in INPUT_NAMES)
+    feeds = answer_feeds(cfg, ParityCase("export example", video_lens, text_lens), seed=1234)
+    return tuple(torch.from_numpy(feeds[name]) for name in (END_TO_END_INPUT_NAMES if end_to_end else INPUT_NAMES))
 
 
-def trace_to_onnx(model: Coreba, opset: int = DEFAULT_OPSET, fp16: bool = False) -> onnx.ModelProto:
-    """Trace the wrapper with the dynamo exporter and return the (in-memory) ONNX model."""
-    wrapper = ExportWrapper(model, torch.float16 if fp16 else torch.float32)
+def answer_top_k(model: Coreba, top_k: int = DEFAULT_TOP_K) -> int:
+    """K of an end-to-end graph: the moments asked for, at most the model's queries (as ``postprocess`` keeps)."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    return min(top_k, model.config.num_queries)
+
+
+def trace_to_onnx(model: Coreba, opset: int = DEFAULT_OPSET, fp16: bool = False,
+                  top_k: int | None = None) -> onnx.ModelProto:
+    """Trace the wrapper with the dynamo exporter and return the (in-memory) ONNX model: the raw graph, or with
+    ``top_k`` the end-to-end graph returning that many moments per query."""
+    dtype = torch.float16 if fp16 else torch.float32
+    end_to_end = top_k is not None
+    wrapper = EndToEndWrapper(model, dtype, top_k) if end_to_end else ExportWrapper(model, dtype)
+    inputs, outputs = (END_TO_END_INPUT_NAMES, ANSWER_NAMES) if end_to_end else (INPUT_NAMES, OUTPUT_NAMES)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(wrapper, _example_inputs(model), dynamo=True, external_data=False,
-                                    dynamic_shapes=_dynamic_shapes(model), input_names=list(INPUT_NAMES),
-                                    output_names=list(OUTPUT_NAMES), opset_version=opset, optimize=True,
+        program = torch.onnx.export(wrapper, _example_inputs(model, end_to_end), dynamo=True, external_data=False,
+                                    dynamic_shapes=_dynamic_shapes(model, end_to_end), input_names=list(inputs),
+                                    output_names=list(outputs), opset_version=opset, optimize=True,
                                     verbose=False, report=False)
     proto = program.model_proto
     if opset_of(proto) != opset:  # the exporter falls back to its own opset with only a printed warning
@@ -192,11 +217,14 @@ def check_structure(proto: onnx.ModelProto, path: Path, parameter_bytes: int) ->
 
 
 def add_metadata(proto: onnx.ModelProto, model: Coreba, opset: int, fp16: bool, parity: ParityReport,
-                 optimized: str | None = None) -> None:
-    """What a reader needs to trust and use the file: the model config, opset, precision, and the parity figures
-    measured on THIS file (an optimized copy gets its own, never its parent's)."""
+                 optimized: str | None = None, top_k: int | None = None) -> None:
+    """What a reader needs to trust and use the file: which graph it holds (raw, or end-to-end with its
+    ``top_k``), the model config, opset, precision, and the parity figures measured on THIS file (an optimized
+    copy gets its own, never its parent's)."""
     cfg = model.config
+    graph = {GRAPH_KEY: "raw"} if top_k is None else {GRAPH_KEY: "end_to_end", TOP_K_KEY: str(top_k)}
     entries = {
+        **graph,
         "coreba_version": coreba.__version__,
         "config": cfg.to_json(),
         "num_recurrent": str(cfg.num_recurrent),
@@ -236,8 +264,10 @@ OPTIMIZERS = {"ort": optimize_with_onnxruntime, "onnxslim": optimize_with_onnxsl
 
 
 def export_onnx(model: Coreba, output: str | Path, opset: int = DEFAULT_OPSET, fp16: bool = False,
-                optimize: tuple[str, ...] = (), check: bool = True) -> ExportResult:
+                optimize: tuple[str, ...] = (), check: bool = True, end_to_end: bool = False,
+                top_k: int = DEFAULT_TOP_K) -> ExportResult:
     """Export ``model`` to ``output`` (one file), check it, and return sizes, op counts and parity.
+    ``end_to_end``: the graph with the post-processing inside, returning ``top_k`` moments per query.
 
     ``output`` and each ``optimize`` copy (``coreba.<kind>.onnx``) are moved into place together, only after
     every check of every file passed; on any failure or interruption none is touched and no temporary is left.
@@ -247,21 +277,26 @@ def export_onnx(model: Coreba, output: str | Path, opset: int = DEFAULT_OPSET, f
     unknown = [kind for kind in optimize if kind not in OPTIMIZERS]
     if unknown:
         raise ValueError(f"unknown optimizer(s) {unknown}; choose from {tuple(OPTIMIZERS)}")
+    k = answer_top_k(model, top_k) if end_to_end else None
     for path in (output, *(optimized_path(output, kind) for kind in optimize)):
         check_output_path(path)  # before the ~30 s trace
     model = model.eval().float()
-    proto = trace_to_onnx(model, opset, fp16)
+    proto = trace_to_onnx(model, opset, fp16, top_k=k)
     parameter_bytes = sum(p.numel() for p in model.parameters()) * (2 if fp16 else 4)
     tolerance, score_tol = (FP16_TOLERANCE, FP16_SCORE_TOLERANCE) if fp16 else (FP32_TOLERANCE, None)
     label = "ONNX Runtime CPU" + (" fp16" if fp16 else "")
 
     def parity_of(path: Path, name: str) -> ParityReport:
         engine = OnnxRuntimeEngine(path, provider="cpu")
+        if k is not None:
+            answer_tol = FP16_ANSWER_TOLERANCE if fp16 else FP32_ANSWER_TOLERANCE
+            return check_answer_parity(engine.run, model, name + " end-to-end", k, answer_tol,
+                                       raise_on_failure=check)
         return check_parity(engine.run, model, name, tolerance, score_tol, raise_on_failure=check)
 
     def finish(proto: onnx.ModelProto, path: Path, parity: ParityReport, optimized: str | None = None) -> None:
         """Stamp this file's own metadata and prove the file that will be moved into place reads back whole."""
-        add_metadata(proto, model, opset, fp16, parity, optimized)
+        add_metadata(proto, model, opset, fp16, parity, optimized, top_k=k)
         onnx.save(proto, str(path))
         if opset_of(read_onnx(path)) != opset:
             raise ExportError(f"{path} does not declare opset {opset}")

@@ -28,6 +28,10 @@ The TensorRT calls are written against the ``tensorrt`` module as a type checker
 and those that differ between 10 and 11 are spelled out below, each reached only where it exists.
 
 ``trtexec_command`` prints the equivalent ``trtexec`` line, for building the same engine without Python.
+
+An end-to-end graph (``export/to_onnx.py --end-to-end``, metadata ``graph``) gets ``duration`` (B,) in its
+profile and its answer checked by ``export.validate.check_answer_parity``; the sidecar records ``graph`` and
+``top_k``. TensorRT does not promise an order among exactly equal scores in TopK (ONNX Runtime does).
 """
 
 from __future__ import annotations
@@ -47,10 +51,19 @@ import onnx
 from coreba.atomic import atomic_file, check_output_path
 from coreba.config import CorebaConfig
 from coreba.engines.tensorrt_engine import require_cuda, require_tensorrt, tensorrt_major, trt_logger
-from coreba.onnx_io import read_model_config, read_onnx
-from export.spec import FP16_SCORE_TOLERANCE, FP16_TOLERANCE, FP32_TOLERANCE, INPUT_NAMES, Tolerance
+from coreba.onnx_io import end_to_end_top_k, read_model_config, read_onnx
+from export.spec import (
+    DURATION,
+    FP16_ANSWER_TOLERANCE,
+    FP16_SCORE_TOLERANCE,
+    FP16_TOLERANCE,
+    FP32_ANSWER_TOLERANCE,
+    FP32_TOLERANCE,
+    INPUT_NAMES,
+    Tolerance,
+)
 from export.tensorrt_ops import check_tensorrt_compatibility
-from export.validate import ParityCase, ParityReport, check_parity, parity_cases
+from export.validate import ParityCase, ParityReport, check_answer_parity, check_parity, parity_cases
 
 if TYPE_CHECKING:
     import tensorrt
@@ -131,15 +144,18 @@ class ShapeProfile:
         return (self.min_batch <= batch <= self.max_batch and self.min_clips <= clips <= self.max_clips
                 and self.min_tokens <= tokens <= self.max_tokens)
 
-    def input_shapes(self, dims: ModelDims) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
-        """input name -> (min, opt, max) shapes, in ``export.spec.INPUT_NAMES`` order."""
+    def input_shapes(self, dims: ModelDims, end_to_end: bool = False
+                     ) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+        """input name -> (min, opt, max) shapes, in ``export.spec.INPUT_NAMES`` order (then ``duration`` (B,) for an
+        end-to-end graph)."""
         def at(k: int) -> dict[str, tuple[int, ...]]:
             b, v, t = self.axis("batch")[k], self.axis("clips")[k], self.axis("tokens")[k]
             return {"video_feats": (b, v, dims.video_dim), "video_mask": (b, v),
-                    "text_feats": (b, t, dims.text_dim), "text_mask": (b, t)}
+                    "text_feats": (b, t, dims.text_dim), "text_mask": (b, t), DURATION: (b,)}
 
         lo, opt, hi = at(0), at(1), at(2)
-        return {name: (lo[name], opt[name], hi[name]) for name in INPUT_NAMES}
+        names = (*INPUT_NAMES, DURATION) if end_to_end else INPUT_NAMES
+        return {name: (lo[name], opt[name], hi[name]) for name in names}
 
     @classmethod
     def for_model(cls, dims: ModelDims, **values: int | None) -> ShapeProfile:
@@ -250,13 +266,14 @@ def _shape_arg(shapes: dict[str, tuple[int, ...]]) -> str:
 
 def trtexec_command(onnx_path: str | Path, plan_path: str | Path, profile: ShapeProfile, plan: BuildPlan,
                     dims: ModelDims, timing_cache: str | Path | None = None,
-                    workspace_gb: float | None = None) -> str:
-    """The ``trtexec`` line that builds the same engine (same profile, typing, precision and timing cache).
+                    workspace_gb: float | None = None, end_to_end: bool = False) -> str:
+    """The ``trtexec`` line that builds the same engine (same profile, typing, precision and timing cache);
+    ``end_to_end``: the profile covers ``duration`` too.
 
     ``--stronglyTyped`` is what TensorRT 10 needs for a strongly typed build; TensorRT 11 accepts it and
     always builds strongly typed. ``--fp16``/``--bf16`` (weak typing) exist in TensorRT 10 only.
     """
-    shapes = profile.input_shapes(dims)
+    shapes = profile.input_shapes(dims, end_to_end)
     args = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={plan_path}"]
     for k, flag in enumerate(("--minShapes", "--optShapes", "--maxShapes")):
         args.append(f"{flag}={_shape_arg({name: s[k] for name, s in shapes.items()})}")
@@ -333,6 +350,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, profile: ShapePro
     check_output_path(plan_path)
     plan = plan_build(graph_precision(onnx_path), precision, typing)
     dims = model_dims(read_model_config(onnx_path))
+    top_k = end_to_end_top_k(onnx_path)  # an end-to-end graph takes ``duration`` too
     profile = profile or ShapeProfile.for_model(dims)
     profile.check_fits(dims)
     problems = check_tensorrt_compatibility(onnx_path)
@@ -359,7 +377,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, profile: ShapePro
     if workspace_gb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     trt_profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in profile.input_shapes(dims).items():
+    for name, (lo, opt, hi) in profile.input_shapes(dims, top_k is not None).items():
         # the bindings convert tuples to Dims (pybind11 implicit conversion); the stubs only name Dims
         trt_profile.set_shape(name, lo, opt, hi)  # type: ignore[arg-type]
     config.add_optimization_profile(trt_profile)
@@ -386,7 +404,8 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, profile: ShapePro
         tmp_sidecar.write_text(json.dumps({
             "config": read_model_config(onnx_path).to_dict(), "precision": plan.precision, "typing": plan.typing,
             "graph_precision": plan.graph_precision, "tensorrt": str(trt.__version__),
-            "profile": asdict(profile), "onnx": str(onnx_path)}, indent=2))
+            "profile": asdict(profile), "onnx": str(onnx_path),
+            "graph": "raw" if top_k is None else "end_to_end", "top_k": top_k}, indent=2))
         if check is not None:
             check(tmp_plan)
     return plan_path
@@ -409,15 +428,32 @@ def profile_cases(config: CorebaConfig, profile: ShapeProfile) -> list[ParityCas
 
 
 def check_engine_parity(plan_path: str | Path, model, profile: ShapeProfile, precision: str,
-                        device: str = "cuda:0", raise_on_failure: bool = True) -> ParityReport:
-    """Run the engine and eager PyTorch (fp32, on the CPU: the reference) on every case inside the profile."""
+                        device: str = "cuda:0", raise_on_failure: bool = True,
+                        top_k: int | None = None) -> ParityReport:
+    """Run the engine and eager PyTorch (fp32, on the CPU: the reference) on every case inside the profile.
+
+    An engine of an end-to-end graph (it takes ``duration``) has its answer checked against eager PyTorch +
+    ``postprocess`` at ``top_k`` moments: pass ``top_k`` (the graph's, :func:`coreba.onnx_io.end_to_end_top_k`)
+    for a plan under its temporary name (``build_engine``'s ``check``); otherwise it is read from the plan's
+    sidecar."""
     from coreba.engines.tensorrt_engine import TensorRTEngine
 
     engine = TensorRTEngine(plan_path, device=device)
     tolerance, score_tol = tolerance_for(precision)
     model = model.eval().float().cpu()
-    return check_parity(engine.run, model, f"TensorRT {precision}", tolerance, score_tol,
-                        cases=profile_cases(model.config, profile), raise_on_failure=raise_on_failure)
+    cases = profile_cases(model.config, profile)
+    sidecar = Path(plan_path).with_suffix(".json")
+    if top_k is None and sidecar.is_file():
+        top_k = json.loads(sidecar.read_text()).get("top_k")
+    if DURATION in engine.input_names:
+        if top_k is None:
+            raise TensorRTBuildError(f"{plan_path} is an end-to-end engine (it takes {DURATION!r}): pass its top_k "
+                                     "(the ONNX file's metadata) to check its answer")
+        answer_tol = FP32_ANSWER_TOLERANCE if precision == "fp32" else FP16_ANSWER_TOLERANCE
+        return check_answer_parity(engine.run, model, f"TensorRT {precision} end-to-end", top_k,
+                                   answer_tol, cases=cases, raise_on_failure=raise_on_failure)
+    return check_parity(engine.run, model, f"TensorRT {precision}", tolerance, score_tol, cases=cases,
+                        raise_on_failure=raise_on_failure)
 
 
 def load_checkpoint(checkpoint: str | Path | None, onnx_config: CorebaConfig):

@@ -2,6 +2,7 @@
 
     python export/to_onnx.py                                  # the demo checkpoint (trained on first use)
     python export/to_onnx.py --checkpoint runs/best --output artifacts/coreba.onnx --fp16 --optimize ort
+    python export/to_onnx.py --end-to-end                     # the served graph: duration in, the answer out
 
 Success is reported only after the checker, shape inference, the size budget and an ONNX Runtime parity
 run against eager PyTorch at several shapes all pass (see export/onnx_export.py). The output path is
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from coreba.atomic import OutputPathError, check_output_path
 from export.onnx_export import OPTIMIZERS, ExportError, check_opset, export_onnx, optimized_path
-from export.spec import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from export.spec import DEFAULT_OPSET, DEFAULT_TOP_K, MAX_OPSET, MIN_OPSET
 from export.validate import ParityError
 
 INTERRUPTED = 128 + signal.SIGINT  # the shell's exit status for a command stopped by Ctrl-C
@@ -34,6 +35,18 @@ def _opset(text: str) -> int:
     except (ValueError, ExportError) as err:
         raise argparse.ArgumentTypeError(f"{text!r} is not a supported opset: choose {MIN_OPSET}..{MAX_OPSET}") \
             from err
+
+
+def _top_k(text: str) -> int:
+    """argparse type: a positive number of moments."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of moments")
+    return value
+
 
 DEFAULT_OUTPUT = Path("artifacts/coreba.onnx")
 
@@ -58,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           help="a save_pretrained directory (config.json + model.safetensors); default: the demo "
                                "checkpoint trained on the synthetic dataset, trained on first use and cached")
     optional.add_argument("--output", type=Path, default=None,
-                          help=f"the ONNX file to write (default: {DEFAULT_OUTPUT}, or coreba-fp16.onnx with --fp16)")
+                          help=f"the ONNX file to write (default: {DEFAULT_OUTPUT}; coreba-e2e.onnx with --end-to-end, "
+                               "-fp16 before .onnx with --fp16)")
     optional.add_argument("--opset", type=_opset, default=DEFAULT_OPSET,
                           help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: {DEFAULT_OPSET})")
     optional.add_argument("--fp16", action="store_true",
@@ -66,7 +80,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     optional.add_argument("--optimize", nargs="*", default=[], choices=sorted(OPTIMIZERS),
                           help="also write optimized copies: 'ort' (ONNX Runtime offline graph optimizations) "
                                "and/or 'onnxslim'; each is parity-checked too")
+    optional.add_argument("--end-to-end", action="store_true",
+                          help="export the graph with the post-processing inside: one more input 'duration' (B,) "
+                               "seconds; outputs moments (B, K, 3) [start_s, end_s, score] sorted by score, saliency "
+                               "(B, Lv), num_clips (B, 1); parity-checked against eager PyTorch + postprocess")
+    optional.add_argument("--top-k", type=_top_k, default=DEFAULT_TOP_K,
+                          help=f"moments per query of the --end-to-end graph (default: {DEFAULT_TOP_K}, at most the "
+                               "model's number of queries)")
     return parser.parse_args(argv)
+
+
+def default_output(fp16: bool, end_to_end: bool) -> Path:
+    """artifacts/coreba.onnx, coreba-fp16.onnx, coreba-e2e.onnx or coreba-e2e-fp16.onnx."""
+    name = "coreba" + ("-e2e" if end_to_end else "") + ("-fp16" if fp16 else "")
+    return DEFAULT_OUTPUT.with_name(name + DEFAULT_OUTPUT.suffix)
 
 
 def load_model(checkpoint: Path | None):
@@ -86,7 +113,7 @@ def load_model(checkpoint: Path | None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    output = args.output or DEFAULT_OUTPUT.with_name("coreba-fp16.onnx" if args.fp16 else DEFAULT_OUTPUT.name)
+    output = args.output or default_output(args.fp16, args.end_to_end)
     try:
         for path in (output, *(optimized_path(output, kind) for kind in args.optimize)):
             check_output_path(path)  # before loading (or training) the model and the ~30 s trace
@@ -97,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = model.config
     print(f"exporting COREBA (N_r={cfg.num_recurrent} {cfg.recurrent_mode}, N_b={cfg.num_balance_tokens}, "
           f"{model.num_parameters():,} parameters) to {output} with opset {args.opset}"
-          f"{' in fp16' if args.fp16 else ''} ...", flush=True)
+          f"{' in fp16' if args.fp16 else ''}{' end-to-end (answer out)' if args.end_to_end else ''} ...", flush=True)
     try:
         with sigterm_as_interrupt():
-            result = export_onnx(model, output, opset=args.opset, fp16=args.fp16, optimize=tuple(args.optimize))
-    except (ExportError, ParityError, OutputPathError) as err:
+            result = export_onnx(model, output, opset=args.opset, fp16=args.fp16, optimize=tuple(args.optimize),
+                                 end_to_end=args.end_to_end, top_k=args.top_k)
+    except (ExportError, ParityError, OutputPathError, ValueError) as err:
         print(f"EXPORT FAILED: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -5,6 +5,8 @@
         --checkpoint runs/best --timing-cache artifacts/trt.cache --max-batch 32
     python export/to_tensorrt.py --onnx artifacts/coreba.onnx --output artifacts/coreba-weak16.plan \\
         --precision fp16 --typing weak                      # TensorRT 10 only
+    python export/to_tensorrt.py --onnx artifacts/coreba-e2e-fp16.onnx \\
+        --output artifacts/coreba-e2e-fp16.plan             # the served graph (to_onnx.py --end-to-end --fp16)
 
 Needs TensorRT 10 or 11 (Python package ``tensorrt``) and a CUDA GPU. Builds are strongly typed by default:
 the engine computes in the ONNX graph's own types, so an fp16 engine comes from the fp16 export
@@ -23,7 +25,7 @@ from pathlib import Path
 from coreba.atomic import check_output_path
 from coreba.engines.base import EngineUnavailable
 from coreba.engines.tensorrt_engine import require_cuda, require_tensorrt
-from coreba.onnx_io import OnnxFileError, read_model_config
+from coreba.onnx_io import OnnxFileError, end_to_end_top_k, read_model_config
 from export.tensorrt_build import (
     PRECISIONS,
     TYPINGS,
@@ -85,12 +87,15 @@ def main(argv: list[str] | None = None) -> int:
                                                   for a in ("batch", "clips", "tokens") for k in ("min", "opt", "max")})
         profile.check_fits(dims)
         plan = plan_build(graph_precision(args.onnx), args.precision, args.typing)
+        top_k = end_to_end_top_k(args.onnx)  # an end-to-end graph: duration in the profile, its answer checked
     except (OSError, OnnxFileError, ProfileError, PrecisionError, TensorRTBuildError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{args.onnx}: {plan.graph_precision} graph -> {plan.typing}ly typed {plan.precision} engine")
+    print(f"{args.onnx}: {plan.graph_precision} graph -> {plan.typing}ly typed {plan.precision} engine"
+          f"{f' (end-to-end, top {top_k})' if top_k is not None else ''}")
     print("equivalent trtexec command:\n  " + trtexec_command(args.onnx, args.output, profile, plan, dims,
-                                                              args.timing_cache, args.workspace_gb))
+                                                              args.timing_cache, args.workspace_gb,
+                                                              end_to_end=top_k is not None))
     try:
         # before loading (or training) the checkpoint: fail fast where TensorRT cannot run or cannot build this
         check_supported(require_tensorrt(), plan)
@@ -101,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         plan_path = build_engine(args.onnx, args.output, profile, plan.precision, args.timing_cache,
                                  args.workspace_gb, plan.typing,
                                  check=lambda path: reports.append(check_engine_parity(path, model, profile,
-                                                                                       plan.precision)))
+                                                                                       plan.precision,
+                                                                                       top_k=top_k)))
         report = reports[0]
     except (EngineUnavailable, PrecisionError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -37,7 +37,7 @@ REQUIRED = {
     "benchmarks.latency": "the latency benchmark",
 }
 # engine families that need more than the bare machine: absent ones are skipped by the benchmark
-OPTIONAL = {"tensorrt": "TensorRT engines", "tritonclient": "the served ensemble (client)",
+OPTIONAL = {"tensorrt": "TensorRT engines", "tritonclient": "the served model (client)",
             "onnxruntime (CUDA provider)": "ONNX Runtime on the GPU"}
 
 

@@ -6,8 +6,8 @@
         client = CorebaClient(server.http_url)
 
 It binds HTTP and gRPC to 127.0.0.1 only (free ports unless given), disables metrics, loads only the
-models asked for (default: the ensemble ``coreba``, which loads its engine and post-processing; the other
-engines of the repository may need backends this server lacks), and stops the server by its PID on exit,
+models asked for (default: ``coreba``, the one-step model clients call; the other models of the repository
+may need backends this server lacks; an ensemble loads its steps), and stops the server by its PID on exit,
 on an exception and at interpreter exit (``atexit``). When a model fails to load it raises
 :class:`ModelLoadError` naming each failed model and its error, read from the server's repository index
 and, if the server already exited, from its log.
@@ -42,7 +42,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from serving.spec import ENSEMBLE
+from serving.spec import SERVED
 
 POLL_S = 0.25
 STOP_TIMEOUT_S = 30.0
@@ -133,7 +133,7 @@ def _http(url: str, data: bytes | None = None, timeout: float = 2.0) -> tuple[in
 class TritonServer:
     """A tritonserver process on 127.0.0.1 serving ``repository``; see the module docstring."""
 
-    def __init__(self, repository: str | Path, models: Sequence[str] | None = (ENSEMBLE,), http_port: int = 0,
+    def __init__(self, repository: str | Path, models: Sequence[str] | None = (SERVED,), http_port: int = 0,
                  grpc_port: int = 0, startup_timeout_s: float = 120.0, log_verbose: int = 0,
                  extra_args: Sequence[str] = ()) -> None:
         self.repository = Path(repository).resolve()
@@ -264,7 +264,7 @@ def describe_exit(returncode: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a COREBA model repository on 127.0.0.1 until Ctrl-C.")
     parser.add_argument("--repository", required=True, type=Path)
-    parser.add_argument("--models", nargs="*", default=[ENSEMBLE],
+    parser.add_argument("--models", nargs="*", default=[SERVED],
                         help="models to load (an ensemble loads its steps); none given: every model")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)

@@ -3,7 +3,7 @@ that this machine has.
 
 No timing is asserted (the numbers depend on the machine and its load); what is asserted is the
 contract of the report: the three files exist, every engine of the catalogue appears, every engine
-available on a CPU machine (eager PyTorch, ONNX Runtime CPU, the served ensemble) is TIMED at every point
+available on a CPU machine (eager PyTorch, ONNX Runtime CPU, the served model) is TIMED at every point
 with parity inside its tolerance, and only genuinely absent engines (GPU-only ones on a CPU run, the
 compile left out for time) are skipped. An ONNX export failure fails the ONNX engines instead of
 skipping them.
@@ -59,7 +59,7 @@ def test_quick_tiny_run_times_every_available_engine(tmp_path):
     absent = {name: GPU_SKIP for name, spec in specs.items() if spec.gpu_only}
     absent["compile-default"] = "left out (--skip)"
     if not _tritonserver_installed():  # a dev machine without the serving extra; CI installs it
-        absent["served-ensemble"] = "served ensemble unavailable"
+        absent["served"] = "served model unavailable"
     points = {(1, 75), (8, 75)}
     for name in specs:
         engine_rows = [r for r in rows if r["engine"] == name]

@@ -1,5 +1,6 @@
 """The export never loses or fakes a file: the asked opset or a named refusal, the output path checked before the
 trace, the previous file intact after a failed check or a real Ctrl-C, and each optimized copy checked on its own.
+The end-to-end graph (``--end-to-end``) goes through the same code path: the same refusals and the same atomicity.
 
 Most tests reuse one traced tiny graph (the trace is the slow part and is not what they test); the interruption
 test runs the real CLI in a subprocess and sends it a real SIGINT."""
@@ -30,6 +31,7 @@ from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 OLD = b"the previous, good export"
+TRACE = onnx_export.trace_to_onnx
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +45,18 @@ def traced(model) -> onnx.ModelProto:
     return onnx_export.trace_to_onnx(model)
 
 
+@pytest.fixture(scope="module")
+def traced_end_to_end(model) -> onnx.ModelProto:
+    return TRACE(model, top_k=10)  # the real one: reuse_trace may already stand in for it when this is first asked
+
+
 @pytest.fixture
-def reuse_trace(monkeypatch, traced):
-    """export_onnx with the module's one traced graph (a fresh copy each call) instead of a new ~30 s trace."""
-    def trace(model, opset, fp16):
+def reuse_trace(monkeypatch, traced, request):
+    """export_onnx with the module's one traced graph (a fresh copy each call) instead of a new ~30 s trace; the
+    end-to-end one, traced once too, when the export asks for it."""
+    def trace(model, opset, fp16, top_k=None):
         proto = onnx.ModelProto()
-        proto.CopyFrom(traced)
+        proto.CopyFrom(traced if top_k is None else request.getfixturevalue("traced_end_to_end"))
         return proto
 
     monkeypatch.setattr(onnx_export, "trace_to_onnx", trace)
@@ -71,13 +79,15 @@ def _names(folder: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- 1. --opset
+@pytest.mark.parametrize("end_to_end", [False, True], ids=["raw", "end-to-end"])
 @pytest.mark.parametrize("opset", [7, MIN_OPSET - 1, MAX_OPSET + 1, 99])
-def test_unsupported_opset_fails_naming_the_supported_range(model, tmp_path, capsys, opset):
+def test_unsupported_opset_fails_naming_the_supported_range(model, tmp_path, capsys, opset, end_to_end):
     out = _previous(tmp_path / "out")
     with pytest.raises(ExportError, match=f"{MIN_OPSET}..{MAX_OPSET}"):
-        export_onnx(model, out, opset=opset)
+        export_onnx(model, out, opset=opset, end_to_end=end_to_end)
     with pytest.raises(SystemExit) as exit_info:
-        to_onnx.main(["--checkpoint", str(tmp_path / "unused"), "--output", str(out), "--opset", str(opset)])
+        to_onnx.main(["--checkpoint", str(tmp_path / "unused"), "--output", str(out), "--opset", str(opset),
+                      *(["--end-to-end"] if end_to_end else [])])
     assert exit_info.value.code != 0 and f"{MIN_OPSET}..{MAX_OPSET}" in capsys.readouterr().err
     assert out.read_bytes() == OLD and _names(out.parent) == ["m.onnx"]
 
@@ -100,6 +110,26 @@ def test_a_failed_check_keeps_the_previous_file(model, tmp_path, monkeypatch, re
     monkeypatch.setattr(onnx_export, "check_parity", failing_parity)
     with pytest.raises(ParityError):
         export_onnx(model, out)
+    assert out.read_bytes() == OLD and _names(tmp_path) == ["m.onnx"]
+
+
+def test_a_failed_answer_check_keeps_the_previous_end_to_end_file(model, tmp_path, monkeypatch, reuse_trace):
+    """The end-to-end export writes through the same atomic path: a passing export replaces the file (metadata
+    says which graph), a failing answer check leaves the previous one and no temporary."""
+    out = _previous(tmp_path)
+    result = export_onnx(model, out, end_to_end=True)
+    meta = read_metadata(result.path)
+    assert (meta["graph"], meta["top_k"]) == ("end_to_end", "10") and result.parity.ok
+    assert _names(tmp_path) == ["m.onnx"]
+
+    out.write_bytes(OLD)
+
+    def failing_answer(*args, **kwargs):
+        raise ParityError("moment times off by 1 s")
+
+    monkeypatch.setattr(onnx_export, "check_answer_parity", failing_answer)
+    with pytest.raises(ParityError, match="moment times"):
+        export_onnx(model, out, end_to_end=True, optimize=("ort",))
     assert out.read_bytes() == OLD and _names(tmp_path) == ["m.onnx"]
 
 
@@ -155,8 +185,9 @@ def test_each_optimized_copy_has_its_own_checks_and_figures(model, tmp_path, mon
 
 
 # --------------------------------------------------------------------------------- 4. the output path
+@pytest.mark.parametrize("end_to_end", [False, True], ids=["raw", "end-to-end"])
 @pytest.mark.parametrize("case", ["a folder", "under a file"])
-def test_unwritable_output_fails_at_once_in_one_line(checkpoint, tmp_path, monkeypatch, capsys, case):
+def test_unwritable_output_fails_at_once_in_one_line(checkpoint, tmp_path, monkeypatch, capsys, case, end_to_end):
     (tmp_path / "file").write_text("x")
     output = {"a folder": tmp_path, "under a file": tmp_path / "file" / "m.onnx"}[case]
 
@@ -164,6 +195,7 @@ def test_unwritable_output_fails_at_once_in_one_line(checkpoint, tmp_path, monke
         raise AssertionError("traced before the output path was checked")
 
     monkeypatch.setattr(onnx_export, "trace_to_onnx", no_trace)
-    assert to_onnx.main(["--checkpoint", str(checkpoint), "--output", str(output)]) == 1
+    assert to_onnx.main(["--checkpoint", str(checkpoint), "--output", str(output),
+                         *(["--end-to-end"] if end_to_end else [])]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(output) in err

@@ -157,6 +157,19 @@ def test_graph_precision_of_the_real_exports(trt_onnx):
     assert graph_precision(trt_onnx["fp16"]) == "fp16"
 
 
+def test_end_to_end_graph_profiles_duration(tiny_end_to_end):
+    """An end-to-end graph's profile (and trtexec line) covers ``duration`` (B,), its K is read from the file."""
+    from coreba.onnx_io import end_to_end_top_k
+
+    _, result = tiny_end_to_end
+    assert end_to_end_top_k(result.path) == 10
+    dims = ModelDims(video_dim=40, text_dim=24, max_video_len=30, max_text_len=12)
+    profile = ShapeProfile.for_model(dims, max_batch=16)
+    assert profile.input_shapes(dims, end_to_end=True)["duration"] == ((1,), (8,), (16,))
+    cmd = trtexec_command(result.path, "e2e.plan", profile, plan_build("fp32"), dims, end_to_end=True)
+    assert dict(re.findall(r"--(min|opt|max)Shapes=(\S+)", cmd))["max"].endswith(",duration:16")
+
+
 def test_profile_cases_stay_inside_the_profile():
     cfg = tiny_config()
     narrow = ShapeProfile(min_batch=2, opt_batch=3, max_batch=5, min_clips=4, opt_clips=20, max_clips=30,
@@ -283,3 +296,20 @@ def test_tensorrt_cli_end_to_end(tensorrt_gpu, trt_model, trt_onnx, tmp_path, ca
     out = capsys.readouterr().out
     assert code == 0, out
     assert "OK:" in out and (tmp_path / "cli.plan").is_file() and (tmp_path / "cli.cache").is_file()
+
+
+@pytest.mark.gpu
+def test_tensorrt_cli_end_to_end_graph(tensorrt_gpu, tiny_end_to_end, tmp_path, capsys):
+    """The served graph: duration in the profile, its answer checked against eager + postprocess while the plan
+    still has its temporary name (the sidecar is not there yet), then both moved into place."""
+    import json
+
+    model, result = tiny_end_to_end
+    checkpoint = model.save_pretrained(tmp_path / "ckpt")
+    code = to_tensorrt.main(["--onnx", str(result.path), "--output", str(tmp_path / "e2e.plan"),
+                             "--checkpoint", str(checkpoint), "--max-batch", "8", "--opt-batch", "4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "end-to-end" in out and "duration:8" in out and "OK:" in out
+    sidecar = json.loads((tmp_path / "e2e.json").read_text())
+    assert (sidecar["graph"], sidecar["top_k"]) == ("end_to_end", 10)

@@ -112,6 +112,22 @@ def test_tensorrt_10_strongly_typed_fp32(use_tensorrt, trt_onnx, tmp_path):
         "fp32", "strong", "fp32", "10.16.1.11")
 
 
+@pytest.mark.parametrize("version", ["10.16.1.11", "11.4.0.106"])
+def test_end_to_end_graph_profiles_duration_and_its_sidecar_says_so(use_tensorrt, tiny_end_to_end, tmp_path, version):
+    """The end-to-end graph builds like the raw one (strongly typed, atomic, checked under its temporary name) with
+    ``duration`` (B,) in the profile; the sidecar records the graph and K."""
+    trt = use_tensorrt(version)
+    _, result = tiny_end_to_end
+    checked = []
+    plan = build_engine(result.path, tmp_path / "e2e.plan", PROFILE, check=checked.append)
+    assert ("set_shape", "duration", (1,), (2,), (4,)) in trt.calls
+    assert ("set_shape", "video_feats", (1, 1, 40), (2, 30, 40), (4, 30, 40)) in trt.calls
+    meta = _sidecar(plan)
+    assert (meta["graph"], meta["top_k"], meta["precision"], meta["typing"]) == ("end_to_end", 10, "fp32", "strong")
+    assert len(checked) == 1 and checked[0] != plan and not checked[0].exists()  # the temporary, gone after
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e2e.json", "e2e.plan"]
+
+
 def test_tensorrt_10_weakly_typed_fp16(use_tensorrt, trt_onnx, tmp_path):
     trt = use_tensorrt("10.16.1.11")
     plan = build_engine(trt_onnx["fp32"], tmp_path / "m.plan", PROFILE, "fp16", typing="weak")

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from serving.baseline import BASELINE_ENGINE, BASELINE_MODELS
 from serving.build_repository import build_repository, main
 from serving.config_check import ConfigCheckError
-from serving.repository_marker import MARKER_NAME, NotOursError
-from serving.spec import ALL_MODELS, ENGINE_MODELS, ENSEMBLE
+from serving.repository_marker import MARKER_NAME, NotOursError, read_marker
+from serving.spec import ALL_MODELS, ENGINE_MODELS, ONNX_FILENAME, SERVED, WARMUP_FOLDER
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -34,9 +35,9 @@ def test_files_it_did_not_write_are_never_replaced_without_force(served_model, t
     assert not notes.exists() and (out / MARKER_NAME).is_file()
     build_repository(served_model.onnx_path, out)  # its own, unchanged files: replaced without --force
 
-    config = out / ENSEMBLE / "config.pbtxt"
+    config = out / SERVED / "config.pbtxt"
     config.write_text(config.read_text() + "\n# tuned by hand\n")
-    (out / ENSEMBLE / "2").mkdir()
+    (out / SERVED / "2").mkdir()
     before = _tree(out)
     with pytest.raises(NotOursError, match=r"2 entries .*coreba/2 \(not written.*config\.pbtxt \(changed since"):
         build_repository(served_model.onnx_path, out)
@@ -51,6 +52,30 @@ def test_a_stale_model_it_wrote_is_removed(served_model, tmp_path):
     assert (out / ENGINE_MODELS["trt"]).is_dir()
     build_repository(served_model.onnx_path, out)
     assert sorted(p.name for p in out.iterdir()) == sorted([MARKER_NAME, *set(ALL_MODELS) - {ENGINE_MODELS["trt"]}])
+
+
+def test_the_marker_records_every_file_and_the_baseline_and_old_layout_are_its_own(served_model, tmp_path):
+    """Warm-up data and the --baseline models are recorded like the rest; a later build without --baseline removes
+    them; a folder of the old two-step layout is coreba's too: refused when not recorded, removed with --force."""
+    out = tmp_path / "repo"
+    build_repository(served_model.onnx_path, out, baseline_onnx=served_model.raw_onnx_path)
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*")  # files, and empty folders (the ensemble's "1")
+               if p.name != MARKER_NAME and (p.is_file() or not any(p.iterdir()))}
+    assert set(read_marker(out)) == on_disk
+    assert {f"{SERVED}/{WARMUP_FOLDER}/video_feats", f"{BASELINE_ENGINE}/1/{ONNX_FILENAME}"} <= on_disk
+    build_repository(served_model.onnx_path, out)
+    assert not any((out / name).exists() for name in BASELINE_MODELS)
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER_NAME, *set(ALL_MODELS) - {ENGINE_MODELS["trt"]}])
+
+    legacy = out / "coreba_postprocess" / "config.pbtxt"  # left by a build of the old layout, not recorded
+    legacy.parent.mkdir()
+    legacy.write_text('name: "coreba_postprocess"\n')
+    before = _tree(out)
+    with pytest.raises(NotOursError, match=r"coreba_postprocess/config\.pbtxt \(not written by build_repository\)"):
+        build_repository(served_model.onnx_path, out)
+    assert _tree(out) == before
+    build_repository(served_model.onnx_path, out, force=True)
+    assert not legacy.parent.exists()
 
 
 def test_an_invalid_foreign_model_is_found_before_anything_is_written(served_model, tmp_path):

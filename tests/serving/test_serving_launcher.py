@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from serving.launcher import ModelLoadError, TritonServer, free_port
-from serving.spec import ENGINE_MODELS, ONNX_FILENAME
+from serving.spec import ONNX_FILENAME, SERVED
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,16 +31,28 @@ def _alive(pid: int) -> bool:
 def test_corrupt_onnx_is_reported_by_model_name(repository, tmp_path):
     broken = tmp_path / "repository"
     shutil.copytree(repository, broken)
-    (broken / ENGINE_MODELS["python"] / "1" / ONNX_FILENAME).write_bytes(b"this is not an ONNX protobuf")
+    (broken / SERVED / "1" / ONNX_FILENAME).write_bytes(b"this is not an ONNX protobuf")
     server = TritonServer(broken, startup_timeout_s=120)
     with pytest.raises(ModelLoadError) as info:
         server.start()
     failures = info.value.failures
-    assert "coreba_python" in failures, failures
-    assert "Protobuf parsing failed" in failures["coreba_python"]
-    assert "model 'coreba_python'" in str(info.value) and "INVALID_PROTOBUF" in str(info.value)
+    assert SERVED in failures, failures
+    assert "Protobuf parsing failed" in failures[SERVED]
+    assert f"model '{SERVED}'" in str(info.value) and "INVALID_PROTOBUF" in str(info.value)
     assert server.process is None and server.pid is not None and not _alive(server.pid)
-    assert "failed to load 'coreba_python'" in server.last_log
+    assert f"failed to load '{SERVED}'" in server.last_log
+
+
+@pytest.mark.server
+def test_a_raw_graph_in_place_of_the_end_to_end_one_fails_the_load(repository, served_model, tmp_path):
+    """The one-step model checks its ONNX file against its config: the raw graph (no post-processing) is refused
+    at load, by name, rather than failing every request."""
+    broken = tmp_path / "repository"
+    shutil.copytree(repository, broken)
+    shutil.copyfile(served_model.raw_onnx_path, broken / SERVED / "1" / ONNX_FILENAME)
+    with pytest.raises(ModelLoadError) as info:
+        TritonServer(broken, startup_timeout_s=120).start()
+    assert "not an end-to-end graph" in info.value.failures[SERVED]
 
 
 def test_missing_repository_is_refused(tmp_path):

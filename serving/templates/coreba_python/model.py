@@ -1,28 +1,40 @@
-"""Triton Python-backend model ``coreba_python``: COREBA on ONNX Runtime, the engine CI serves.
+"""Triton Python-backend model ``coreba``: the end-to-end graph on ONNX Runtime, the model clients call.
 
-* ``initialize`` parses the model config (output dtypes, parameters), picks the ONNX Runtime provider from
-  the instance kind (KIND_GPU -> CUDA on ``model_instance_device_id``, KIND_CPU -> CPU), creates the ONE
-  session (:class:`coreba.engines.onnxruntime_engine.OnnxRuntimeEngine`) and reads the model's
-  :class:`coreba.CorebaConfig` from the ONNX metadata; it refuses a config.pbtxt that disagrees with it.
-* ``execute`` validates each request on its own with :func:`coreba.model.validation.validate_inputs` (a bad
-  request gets an error response naming the problem; the others go on), concatenates the valid requests of
-  one shape into ONE batch, runs the session once, and splits the outputs back: one response per request.
-  Batching is exact: a sample's outputs depend neither on its padding nor on its batch-mates.
+One step per batch, no second model: the graph holds the post-processing, so ONNX Runtime returns the answer
+(moments, saliency, num_clips) and the model hands it back as it came.
+
+* ``initialize`` parses the model config (parameters), picks the ONNX Runtime provider from the instance kind
+  (KIND_GPU -> CUDA on ``model_instance_device_id``, KIND_CPU -> CPU), creates the ONE session with the CPU
+  cores shared out among the model's instances (``intra_op_threads`` 0), and checks the ONNX file against the
+  config: an end-to-end graph, its K and feature dims those of config.pbtxt (a mismatch fails the load, by name).
+* ``execute`` reads each request's inputs as numpy views of the request's memory (DLPack, no copy, no torch),
+  checks their values (:func:`serving.request_checks.check_request`; a bad request gets an error response naming
+  the problem, the others go on), runs the session ONCE on the valid requests (concatenated only when there
+  are several), and returns each request its rows of the outputs, again without a copy.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from coreba.config import CorebaConfig
 from coreba.engines.onnxruntime_engine import OnnxRuntimeEngine
-from coreba.model.validation import InputError, validate_inputs
-from serving.backend_io import error_response, input_tensor, output_dtypes, output_tensor, string_parameters
-from serving.spec import ENGINE_INPUTS, ENGINE_OUTPUTS, ONNX_FILENAME
+from coreba.model.validation import InputError
+from coreba.onnx_io import GRAPH_KEY, OnnxFileError, config_of, graph_of, top_k_of
+from serving.backend_io import (
+    ExecuteProfiler,
+    error_response,
+    input_array,
+    instance_count,
+    output_tensor,
+    string_parameters,
+)
+from serving.request_checks import check_request
+from serving.spec import ANSWER_OUTPUTS, DURATION, ONNX_FILENAME, SERVED_INPUTS
 
 
 class TritonPythonModel:
@@ -30,70 +42,86 @@ class TritonPythonModel:
         self.model_config = json.loads(args["model_config"])
         self.name = args["model_name"]
         params = string_parameters(self.model_config)
-        self.output_dtypes = output_dtypes(self.model_config, ENGINE_OUTPUTS)
         gpu = args["model_instance_kind"] == "GPU"
+        threads = int(params.get("intra_op_threads", "0")) or max(1, len(os.sched_getaffinity(0))
+                                                                  // instance_count(self.model_config))
         path = Path(args["model_repository"]) / args["model_version"] / params.get("onnx_filename", ONNX_FILENAME)
         self.engine = OnnxRuntimeEngine(
             path,
             provider="cuda" if gpu else "cpu",
             graph_optimization=params.get("graph_optimization", "all"),
-            threads=int(params.get("intra_op_threads", "0")) or None,
+            threads=threads,
             provider_options={"device_id": int(args["model_instance_device_id"])} if gpu else None,
         )
-        metadata = self.engine.session.get_modelmeta().custom_metadata_map
-        if "config" not in metadata:
-            raise pb_utils.TritonModelException(f"{path} has no 'config' metadata: export it with export.onnx_export")
-        self.config = CorebaConfig.from_json(metadata["config"])
-        self._check_config_dims()
+        self.session = self.engine.session
+        self._check_graph(path)
+        self.profiler = ExecuteProfiler(self.name)
+        self.execute = self.profiler.wrap(self.execute)
 
-    def _check_config_dims(self) -> None:
-        """Fail at load time, by name, if config.pbtxt was written for another model than this ONNX file."""
-        cfg = self.config
-        expected = {"video_feats": cfg.video_dim, "text_feats": cfg.text_dim}
-        for spec in self.model_config["input"]:
-            name, dim = spec["name"], int(spec["dims"][-1])
-            if name in expected and dim != expected[name]:
-                raise pb_utils.TritonModelException(f"config.pbtxt gives {name} feature dim {dim}, the ONNX model "
-                                                    f"expects {expected[name]}")
+    def _check_graph(self, path: Path) -> None:
+        """Fail at load time, by name, if config.pbtxt was written for another graph than this ONNX file."""
+        # the metadata as ONNX Runtime read it with the graph (no second parse); interpreted by coreba.onnx_io
+        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if graph_of(metadata) != "end_to_end":
+            raise pb_utils.TritonModelException(f"{path} is not an end-to-end graph (metadata graph="
+                                                f"{metadata.get(GRAPH_KEY)!r}): export it with export/to_onnx.py "
+                                                "--end-to-end")
+        try:
+            cfg, top_k = config_of(metadata, path), top_k_of(metadata, path)
+        except OnnxFileError as err:
+            raise pb_utils.TritonModelException(str(err)) from None
+        dims = {spec["name"]: [int(d) for d in spec["dims"]]
+                for spec in self.model_config["input"] + self.model_config["output"]}
+        expected = {"video_feats": cfg.video_dim, "text_feats": cfg.text_dim, "moments": top_k}
+        for name, value in expected.items():
+            axis = 0 if name == "moments" else -1
+            if dims[name][axis] != value:
+                raise pb_utils.TritonModelException(f"config.pbtxt gives {name} dims {dims[name]}, the ONNX graph "
+                                                    f"{path} has {value} there")
+        if [o.name for o in self.session.get_outputs()] != list(ANSWER_OUTPUTS):
+            raise pb_utils.TritonModelException(f"{path} returns {[o.name for o in self.session.get_outputs()]}, "
+                                                f"not {list(ANSWER_OUTPUTS)}")
 
     def _read(self, request) -> dict[str, np.ndarray]:
-        """The request's four inputs, validated (raises :class:`InputError` naming the problem)."""
-        tensors = {name: input_tensor(request, name) for name in ENGINE_INPUTS}
-        missing = [name for name, tensor in tensors.items() if tensor is None]
-        if missing:
+        """The request's inputs (views, no copy), checked (raises :class:`InputError` naming the problem)."""
+        arrays = {name: input_array(request, name) for name in SERVED_INPUTS}
+        missing = [name for name, array in arrays.items() if array is None]
+        if missing:  # Triton refuses such requests before they get here; a direct call of execute might not
             raise InputError(f"missing input(s) {missing}")
-        validate_inputs(self.config, *(tensors[name] for name in ENGINE_INPUTS))
-        return {name: tensor.numpy() for name, tensor in tensors.items()}
+        check_request(arrays)
+        arrays[DURATION] = arrays[DURATION].reshape(-1)  # (B, 1) as clients send it -> the graph's (B,)
+        return arrays
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
-        groups: dict[tuple[int, int], list[tuple[int, dict[str, np.ndarray]]]] = {}  # (Lv, Lt) -> requests
+        valid: list[tuple[int, dict[str, np.ndarray]]] = []
         for index, request in enumerate(requests):
             try:
-                feeds = self._read(request)
+                valid.append((index, self._read(request)))
             except InputError as err:
                 responses[index] = error_response(f"{self.name}: invalid input: {err}")
-                continue
-            shape = (feeds["video_feats"].shape[1], feeds["text_feats"].shape[1])
-            groups.setdefault(shape, []).append((index, feeds))
-        for members in groups.values():
-            self._run_batch(members, responses)
+        if valid:
+            self._run_batch(valid, responses)
         return responses
 
     def _run_batch(self, members: list[tuple[int, dict[str, np.ndarray]]], responses: list) -> None:
-        """One session run for requests of one shape; every member gets its slice (or the failure)."""
+        """One session run for the valid requests (all of one shape: config.pbtxt fixes the lengths); each gets
+        its rows of the answer, or the failure."""
         try:
-            batch = {name: np.concatenate([feeds[name] for _, feeds in members]) for name in ENGINE_INPUTS}
-            outputs = self.engine.run(batch)
+            batch = members[0][1] if len(members) == 1 else {
+                name: np.concatenate([arrays[name] for _, arrays in members]) for name in SERVED_INPUTS}
+            outputs = self.session.run(None, batch)
         except Exception as err:  # an engine failure must reach the clients, not crash the model
             pb_utils.Logger.log_error(f"{self.name}: ONNX Runtime failed on a batch of {len(members)}: {err!r}")
             for index, _ in members:
                 responses[index] = error_response(f"{self.name}: inference failed: {err}", invalid_input=False)
             return
         start = 0
-        for index, feeds in members:
-            stop = start + feeds["video_feats"].shape[0]
-            tensors = [output_tensor(name, outputs[name][start:stop], self.output_dtypes[name])
-                       for name in ENGINE_OUTPUTS]
+        for index, arrays in members:
+            stop = start + arrays[DURATION].shape[0]
+            tensors = [output_tensor(name, output[start:stop]) for name, output in zip(ANSWER_OUTPUTS, outputs)]
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
             start = stop
+
+    def finalize(self) -> None:
+        self.profiler.finalize()
