@@ -12,8 +12,10 @@ writes them with QD-DETR's QVHighlights submission rule (multiples of the clip l
 Inputs are checked (an :class:`InputError` names the problem), cut into engine rows by :mod:`coreba.schedule`
 (videos longer than the model's ``max_video_len``: sliding windows, merged by :mod:`coreba.windows`), padded into
 batches with masks (exact: a sample's output does not depend on its padding or batch-mates), run by the engine,
-and post-processed by :func:`coreba.postprocess.postprocess` (the same function ``coreba.predict`` and the
-server use). A video within ``max_video_len`` gets exactly the answer it got before windows existed.
+and post-processed by :func:`coreba.postprocess.postprocess` (the same function ``coreba.predict`` uses; the
+served end-to-end graph computes its "exact" mode in the engine, and the serving client windows and merges with
+the same :mod:`coreba.schedule`). A video within ``max_video_len`` gets exactly the answer it got before windows
+existed.
 """
 
 from __future__ import annotations
@@ -247,20 +249,19 @@ class Predictor:
 
     def run_rows(self, batch: Sequence[Row], videos: Sequence[np.ndarray], texts: Sequence[np.ndarray],
                  answering: Answering) -> list[QueryResult]:
-        """One engine call for a batch of rows; whole-video rows answered in the caller's form, window rows in
-        exact times with every moment (for the merge, :mod:`coreba.schedule`)."""
+        """One engine call for a batch of rows, each answered with its top k; whole-video rows in the caller's
+        mode, window rows in exact times (for the merge, :mod:`coreba.schedule`)."""
         feeds = row_feeds(self.config, batch, videos, texts)
         out = self.engine.run(feeds)
         durations = row_durations(batch)
         results: list[QueryResult | None] = [None] * len(batch)
         whole = [i for i, row in enumerate(batch) if row.window.whole]
         windowed = [i for i, row in enumerate(batch) if not row.window.whole]
-        every_moment = out["pred_logits"].shape[1]
-        for index, top_k, mode in ((whole, answering.top_k, answering.mode), (windowed, every_moment, "exact")):
+        for index, mode in ((whole, answering.mode), (windowed, "exact")):
             if index:
                 answers = postprocess(out["pred_logits"][index], out["pred_spans"][index],
                                       out["saliency_scores"][index], feeds["video_mask"][index], durations[index],
-                                      clip_length=answering.clip_length, top_k=top_k, mode=mode)
+                                      clip_length=answering.clip_length, top_k=answering.top_k, mode=mode)
                 for i, answer in zip(index, answers, strict=True):
                     results[i] = answer
         return results  # type: ignore[return-value]

@@ -11,7 +11,8 @@ whatever the length of the videos.
 
 Rows of a whole video are answered in the caller's final form (its ``top_k`` and ``mode``): a video that fits
 the model gets exactly the answer it got before windows existed. Rows of a window are answered in
-``mode="exact"`` with every moment, in the window's own seconds, for the merge.
+``mode="exact"`` with their top k moments, in the window's own seconds, for the merge (why top k:
+:mod:`coreba.windows`).
 """
 
 from __future__ import annotations

@@ -12,12 +12,15 @@ video's end, so every window is a full-length video to the model. Each window is
   window, which ends at the video's ``duration`` (so a partial last clip is measured as the short video path
   measures it: the model's normalised spans are scaled by the window's own length).
 
-Merging one query's windows (:class:`WindowMerge`): every window's moments (all ``num_queries`` of them, exact
-times clamped to the window) are shifted to the video's seconds and pooled; duplicates of one moment seen by
-overlapping windows are removed by temporal NMS (:func:`coreba.ops.temporal_nms.temporal_nms`, Moment-DETR's
-rule); the top k are kept and written with the caller's post-processing mode. Saliency: a clip covered by several
-windows gets the **mean** of their scores (every window that saw the clip has a say; no window's border effects
-dominate), so the answer has one score per clip of the whole video.
+Merging one query's windows (:class:`WindowMerge`): each window's top k moments (exact times clamped to the
+window) are shifted to the video's seconds and pooled; duplicates of one moment seen by overlapping windows are
+removed by temporal NMS (:func:`coreba.ops.temporal_nms.temporal_nms`, Moment-DETR's rule); the top k are kept
+and written with the caller's post-processing mode. Why a window's top k and not all its ``num_queries``
+moments: the served end-to-end graph returns only its top K per row, and every path pooling the same is what
+keeps one answer (the serving client's equals the Predictor's). The top 1 is the same either way (the best
+moment of all survives NMS), and with the default config (10 moment queries, top 10) every moment is pooled.
+Saliency: a clip covered by several windows gets the **mean** of their scores (every window that saw the clip has
+a say; no window's border effects dominate), so the answer has one score per clip of the whole video.
 
 A video that fits one window is not windowed at all: it is answered exactly as before (no feature rewrite, no
 NMS). NumPy only, so the serving client uses it without the model.
@@ -123,7 +126,7 @@ class WindowMerge:
         self.moments: list[np.ndarray] = []
 
     def add(self, window: Window, result: QueryResult) -> None:
-        """A window's answer in ``mode="exact"``, times in the window's seconds, every moment kept."""
+        """A window's answer in ``mode="exact"``, times in the window's seconds, its top k moments."""
         moments = np.asarray(result.moments, dtype=np.float64).reshape(-1, 3)
         self.moments.append(moments + np.array([window.start_s, window.start_s, 0.0]))
         saliency = np.asarray(result.saliency, dtype=np.float64)

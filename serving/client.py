@@ -1,5 +1,12 @@
 """Call the served COREBA model: one video's features, one query's features and the video's duration in;
 moments ``[[start_s, end_s, score], ...]`` and per-clip saliency out (a :class:`QueryResult`).
+:meth:`CorebaClient.search` asks several queries of one video at once.
+
+A video of any length: one longer than the served model's clips is cut into the Predictor's windows and merged
+by the Predictor's code (:mod:`coreba.schedule`, :mod:`coreba.windows`), so the client's answer is the
+Predictor's. Every (window, query) row goes into requests of up to the model's ``max_batch_size`` rows (one
+request when they fit); the graph answers each row in its window's own seconds, mapped to the video's by the
+merge. A video within the model's clips is sent as one row, exactly as before.
 
 HTTP or gRPC, sync (:class:`CorebaClient`) or asyncio (:class:`AsyncCorebaClient`). The client pads both
 sequences to the lengths the model declares (read once from the server's model metadata) and sends the
@@ -23,7 +30,7 @@ import asyncio
 import importlib
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -32,7 +39,9 @@ import numpy as np
 
 from coreba.answer import unpack_answer
 from coreba.postprocess import QueryResult
-from serving.spec import ANSWER_OUTPUTS, DURATION, SERVED, SERVED_INPUTS
+from coreba.schedule import Answering, Query, Row, answer_queries, row_durations
+from coreba.windows import DEFAULT_NMS_IOU, Window, check_window_options, write_window
+from serving.spec import ANSWER_OUTPUTS, CLIP_LENGTH_PARAMETER, DURATION, SERVED, SERVED_INPUTS
 
 PROTOCOLS = ("http", "grpc")
 TRITON_DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.bool_): "BOOL"}
@@ -55,28 +64,79 @@ class InputLayout:
         return cls(max_clips, video_dim, max_tokens, text_dim)
 
 
-def _pad(name: str, feats: np.ndarray, length: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class ServedWindows:
+    """What the served model fixes for a long video's windows: rows per request (its ``max_batch_size``), moments
+    per row (the graph's K), and its clip length in seconds (None from a repository built before long videos)."""
+
+    max_batch_size: int
+    top_k: int
+    clip_length: float | None
+
+    @classmethod
+    def from_server(cls, config: Mapping, metadata: Mapping) -> ServedWindows:
+        """From ``get_model_config`` and ``get_model_metadata`` (HTTP dicts, or gRPC ``as_json=True``)."""
+        config = config.get("config", config)  # gRPC wraps the config in the response
+        clip_length = config.get("parameters", {}).get(CLIP_LENGTH_PARAMETER, {}).get("string_value")
+        (moments,) = [t for t in metadata["outputs"] if t["name"] == "moments"]
+        return cls(max(1, int(config.get("max_batch_size", 1))), int(moments["shape"][1]),
+                   None if clip_length is None else float(clip_length))
+
+    def answering(self, layout: InputLayout, num_clips: int, stride: int | None,
+                  iou_threshold: float) -> Answering:
+        """The Predictor's options for a video of ``num_clips`` (exact times, the graph's K moments)."""
+        if self.clip_length is None and num_clips > layout.max_clips:
+            raise ValueError(f"the video has {num_clips} clips, more than the served {layout.max_clips}, and the "
+                             f"served model's config has no '{CLIP_LENGTH_PARAMETER}' parameter to place windows "
+                             "with: rebuild the repository with serving/build_repository.py")
+        stride, iou_threshold = check_window_options(stride, iou_threshold, layout.max_clips)
+        # the clip length is read only to place windows: 0.0 stands for "none given" when the video fits one
+        return Answering(self.top_k, "exact", layout.max_clips, stride, iou_threshold, self.clip_length or 0.0)
+
+
+def check_features(name: str, feats: np.ndarray, dim: int, max_rows: int | None = None) -> np.ndarray:
+    """``feats`` as (L, dim) float32 with L >= 1 (and <= ``max_rows`` when given), or a ValueError naming it."""
     feats = np.asarray(feats, dtype=np.float32)
     if feats.ndim != 2 or feats.shape[1] != dim:
         raise ValueError(f"{name} must have shape (L, {dim}), got {feats.shape}")
-    if not 1 <= feats.shape[0] <= length:
-        raise ValueError(f"{name} has {feats.shape[0]} rows; the server takes 1 to {length}")
-    padded = np.zeros((1, length, dim), dtype=np.float32)
-    padded[0, : feats.shape[0]] = feats
-    mask = np.zeros((1, length), dtype=bool)
-    mask[0, : feats.shape[0]] = True
-    return padded, mask
+    if max_rows is not None and not 1 <= feats.shape[0] <= max_rows:
+        raise ValueError(f"{name} has {feats.shape[0]} rows; the server takes 1 to {max_rows}")
+    if feats.shape[0] < 1:
+        raise ValueError(f"{name} has 0 rows; it needs at least 1")
+    return feats
+
+
+def check_duration(duration: float) -> float:
+    if not (np.isfinite(duration) and duration > 0):
+        raise ValueError(f"duration must be a positive number of seconds, got {duration}")
+    return float(duration)
+
+
+def row_request(rows: Sequence[Row], videos: Sequence[np.ndarray], texts: Sequence[np.ndarray],
+                layout: InputLayout) -> dict[str, np.ndarray]:
+    """Rows (a query over one window of its video, :mod:`coreba.schedule`) as one request padded to the model's
+    lengths, with masks; each row's duration is its window's, the seconds the graph answers in."""
+    B = len(rows)
+    video = np.zeros((B, layout.max_clips, layout.video_dim), dtype=np.float32)
+    video_mask = np.zeros((B, layout.max_clips), dtype=bool)
+    text = np.zeros((B, layout.max_tokens, layout.text_dim), dtype=np.float32)
+    text_mask = np.zeros((B, layout.max_tokens), dtype=bool)
+    for i, row in enumerate(rows):
+        write_window(video[i], videos[row.video], row.window)
+        video_mask[i, : row.window.num_clips] = True
+        tokens = texts[row.text]
+        text[i, : len(tokens)], text_mask[i, : len(tokens)] = tokens, True
+    return {"video_feats": video, "video_mask": video_mask, "text_feats": text, "text_mask": text_mask,
+            DURATION: row_durations(rows).astype(np.float32)[:, None]}
 
 
 def pad_request(video_feats: np.ndarray, text_feats: np.ndarray, duration: float,
                 layout: InputLayout) -> dict[str, np.ndarray]:
     """One query as a batch of 1 padded to the model's lengths, with masks and the duration (seconds)."""
-    video, video_mask = _pad("video_feats", video_feats, layout.max_clips, layout.video_dim)
-    text, text_mask = _pad("text_feats", text_feats, layout.max_tokens, layout.text_dim)
-    if not (np.isfinite(duration) and duration > 0):
-        raise ValueError(f"duration must be a positive number of seconds, got {duration}")
-    return {"video_feats": video, "video_mask": video_mask, "text_feats": text, "text_mask": text_mask,
-            DURATION: np.array([[duration]], dtype=np.float32)}
+    video = check_features("video_feats", video_feats, layout.video_dim, layout.max_clips)
+    text = check_features("text_feats", text_feats, layout.text_dim, layout.max_tokens)
+    whole = Window(0, len(video), 0.0, check_duration(duration), whole=True)
+    return row_request([Row(0, 0, 0, whole)], [video], [text], layout)
 
 
 def protocol_module(protocol: str, use_async: bool = False) -> ModuleType:
@@ -134,6 +194,8 @@ class CorebaClient:
         self.client = self.module.InferenceServerClient(url, **_client_options(protocol, False, timeout_s))
         metadata = self.client.get_model_metadata(model, **_metadata_options(protocol))
         self.layout = InputLayout.from_metadata(metadata)
+        self.windows = ServedWindows.from_server(self.client.get_model_config(model, **_metadata_options(protocol)),
+                                                 metadata)
         self.outputs = [self.module.InferRequestedOutput(name) for name in ANSWER_OUTPUTS]
         self.shared_memory = None
         if shared_memory:
@@ -154,8 +216,24 @@ class CorebaClient:
         self.client.infer(self.model, inputs, outputs=outputs, **options)
         return unpack_answer(self.shared_memory.read())
 
-    def query(self, video_feats: np.ndarray, text_feats: np.ndarray, duration: float) -> QueryResult:
-        return self.infer(pad_request(video_feats, text_feats, duration, self.layout))[0]
+    def query(self, video_feats: np.ndarray, text_feats: np.ndarray, duration: float, *, stride: int | None = None,
+              iou_threshold: float = DEFAULT_NMS_IOU) -> QueryResult:
+        """One query over a video of any length (``stride``, ``iou_threshold``: its windows, as the Predictor's)."""
+        return self.search(video_feats, [text_feats], duration, stride=stride, iou_threshold=iou_threshold)[0]
+
+    def search(self, video_feats: np.ndarray, text_feats: Sequence[np.ndarray], duration: float, *,
+               stride: int | None = None, iou_threshold: float = DEFAULT_NMS_IOU) -> list[QueryResult]:
+        """Q queries over ONE video of any length, one answer per query: its rows (windows x queries) go in as
+        few requests as the model's ``max_batch_size`` allows, each query merged as ``Predictor.search`` does."""
+        video = check_features("video_feats", video_feats, self.layout.video_dim)
+        if isinstance(text_feats, np.ndarray) or not text_feats:
+            raise ValueError("text_feats must be a non-empty list of (L, D) query arrays")
+        texts = [check_features(f"text_feats[{q}]", t, self.layout.text_dim, self.layout.max_tokens)
+                 for q, t in enumerate(text_feats)]
+        answering = self.windows.answering(self.layout, len(video), stride, iou_threshold)
+        return answer_queries([len(video)], [check_duration(duration)], [Query(0, q) for q in range(len(texts))],
+                              lambda rows: self.infer(row_request(rows, [video], texts, self.layout)),
+                              answering, self.windows.max_batch_size)
 
     def close(self) -> None:
         try:

@@ -25,6 +25,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from coreba.config import CorebaConfig
 from serving.spec import (
     ANSWER_OUTPUTS,
+    CLIP_LENGTH_PARAMETER,
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_QUEUE_DELAY_US,
     DEFAULT_PREFERRED_BATCH_SIZES,
@@ -147,11 +148,14 @@ def _shape_list(cfg: CorebaConfig, batch: int, Lv: int, Lt: int) -> str:
 
 def _served(model: str, cfg: CorebaConfig, batching: Batching, kind: str, instances: int, top_k: int,
             **fields) -> mc.ModelConfig:
-    """What every served model shares: the end-to-end graph's tensors, instances, dynamic batching, warm-up."""
-    return mc.ModelConfig(name=ENGINE_MODELS[model], max_batch_size=batching.max_batch_size,
-                          input=served_inputs(cfg), output=answer_outputs(cfg, top_k),
-                          instance_group=_instances(kind, instances), dynamic_batching=batching.dynamic_batching(),
-                          model_warmup=model_warmup(cfg, batching), **fields)
+    """What every served model shares: the end-to-end graph's tensors, instances, dynamic batching, warm-up, and the
+    clip length (the client places a long video's windows with it)."""
+    config = mc.ModelConfig(name=ENGINE_MODELS[model], max_batch_size=batching.max_batch_size,
+                            input=served_inputs(cfg), output=answer_outputs(cfg, top_k),
+                            instance_group=_instances(kind, instances), dynamic_batching=batching.dynamic_batching(),
+                            model_warmup=model_warmup(cfg, batching), **fields)
+    _parameters(config, {CLIP_LENGTH_PARAMETER: repr(float(cfg.clip_length))})
+    return config
 
 
 def python_config(cfg: CorebaConfig, batching: Batching, top_k: int, kind: str = "cpu", instances: int = 1,

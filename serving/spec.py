@@ -28,6 +28,9 @@ LEGACY_MODELS: tuple[str, ...] = ("coreba_python", "coreba_postprocess")
 SERVED_INPUTS: tuple[str, ...] = END_TO_END_INPUT_NAMES
 ANSWER_OUTPUTS: tuple[str, ...] = ANSWER_NAMES  # moments, saliency, num_clips
 
+# every served model's config carries the model's clip length (seconds): clients place a long video's windows with it
+CLIP_LENGTH_PARAMETER = "clip_length"
+
 ONNX_FILENAME = "model.onnx"
 PLAN_FILENAME = "model.plan"
 WARMUP_FOLDER = "warmup"  # Triton reads model_warmup's input_data_file from <model>/warmup/

@@ -250,3 +250,16 @@ def test_search_hands_the_engine_a_view_of_the_video_not_q_copies(artifacts):
     predictor.search(video, [_text(q) for q in range(6)])
     (feats,) = seen
     assert feats.shape == (6, 20, 40) and feats.strides[0] == 0 and np.shares_memory(feats, video)
+
+
+def test_a_window_brings_its_top_k_moments_as_the_served_graph_does():
+    """A window row is answered with the caller's top k, not every moment query: the served end-to-end graph
+    returns its top K per row, and the client's merge pools what the Predictor's pools (coreba.windows)."""
+    from coreba.schedule import Row
+    from coreba.windows import plan_windows
+
+    predictor, _ = _marker_predictor()
+    answering = predictor.answering(3, "exact", None, 0.5)
+    rows = [Row(0, 0, 0, w) for w in plan_windows(70, 140.0, WINDOW, answering.stride, 2.0)]
+    results = predictor.run_rows(rows, [_video(70, (30, 34))], [_text()], answering)
+    assert len(results) == len(rows) and all(len(r.moments) == 3 for r in results)
