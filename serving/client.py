@@ -251,7 +251,8 @@ class CorebaClient:
 
 class AsyncCorebaClient:
     """asyncio client of the served model; create it with ``await AsyncCorebaClient.connect(url, protocol)``.
-    Many requests in flight at once, so no shared memory (its regions hold one request at a time)."""
+    Many requests in flight at once, so no shared memory (its regions hold one request at a time). One request per
+    query, so videos within the model's clips only (:class:`CorebaClient` windows longer ones)."""
 
     def __init__(self, module: ModuleType, client, protocol: str, layout: InputLayout, timeout_s: float,
                  model: str = SERVED) -> None:
