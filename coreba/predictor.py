@@ -1,6 +1,7 @@
 """One inference API over every engine: features in, moments in seconds and per-clip saliency out.
 
     predictor = Predictor.from_pretrained("artifacts/coreba.onnx", engine="onnxruntime")
+    predictor = Predictor.from_pretrained("artifacts/coreba.onnx", engine="openvino", precision="bf16")
     results = predictor.predict([video_feats], [text_feats], durations=[150.0])
     results[0].moments    # [[start_s, end_s, score], ...] sorted by score
     results[0].saliency   # one score per valid 2 s clip
@@ -26,26 +27,34 @@ from coreba.postprocess import DEFAULT_TOP_K, QueryResult, postprocess
 
 
 def config_for(path: str | Path, engine: str) -> CorebaConfig:
-    """The model config behind an artifact: ``config.json`` of a checkpoint directory, the ``config`` entry of
-    an ONNX file's metadata, or the ``<plan>.json`` written beside a TensorRT plan."""
+    """The model config behind an artifact: ``config.json`` of a checkpoint directory (torch), the ``config``
+    entry of an ONNX file's metadata (onnxruntime, openvino), the ``coreba/config`` rt_info of an OpenVINO IR
+    (``.xml``, from export/quantize.py), or the ``<plan>.json`` written beside a TensorRT plan."""
     path = Path(path)
     if engine not in ENGINE_NAMES:
         raise ValueError(f"unknown engine {engine!r}; choose from {ENGINE_NAMES}")
     if engine == "torch":
         return CorebaConfig.load(path / "config.json")
-    if engine == "onnxruntime":
-        import onnx
+    if engine == "tensorrt":
+        sidecar = path.with_suffix(".json")
+        if not sidecar.is_file():
+            raise FileNotFoundError(f"no {sidecar} beside the TensorRT plan (export/to_tensorrt.py writes it)")
+        return CorebaConfig.from_dict(json.loads(sidecar.read_text())["config"])
+    if not path.is_file():
+        raise FileNotFoundError(f"no {'OpenVINO IR' if path.suffix == '.xml' else 'ONNX model'} at {path}")
+    if path.suffix == ".xml":
+        from coreba.engines.openvino_engine import read_rt_info
 
-        if not path.is_file():
-            raise FileNotFoundError(f"no ONNX model at {path}")
-        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        if "config" not in meta:
-            raise ValueError(f"{path} has no 'config' metadata: export it with export/to_onnx.py")
-        return CorebaConfig.from_json(meta["config"])
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        raise FileNotFoundError(f"no {sidecar} beside the TensorRT plan (export/to_tensorrt.py writes it)")
-    return CorebaConfig.from_dict(json.loads(sidecar.read_text())["config"])
+        text = read_rt_info(path, "config")
+        if text is None:
+            raise ValueError(f"{path} has no coreba/config rt_info: write it with export/quantize.py")
+        return CorebaConfig.from_json(text)
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "config" not in meta:
+        raise ValueError(f"{path} has no 'config' metadata: export it with export/to_onnx.py")
+    return CorebaConfig.from_json(meta["config"])
 
 
 def pad_batch(cfg: CorebaConfig, videos: Sequence[np.ndarray], texts: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
@@ -82,7 +91,9 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, path: str | Path, engine: str = "torch", device: str = "cpu",
                         max_batch_size: int = 64, **engine_options) -> Predictor:
-        """``engine``: "torch" (a ``save_pretrained`` dir), "onnxruntime" (.onnx), "tensorrt" (.plan)."""
+        """``engine``: "torch" (a ``save_pretrained`` dir), "onnxruntime" (.onnx), "openvino" (.onnx, or an int8
+        .xml), "tensorrt" (.plan); ``precision="fp32"|"bf16"|"int8"`` where the engine has it
+        (``coreba.engines.ENGINE_PRECISIONS``)."""
         config = config_for(path, engine)
         return cls(load_engine(engine, path, device=device, **engine_options), config, max_batch_size)
 
