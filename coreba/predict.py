@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -25,7 +26,9 @@ from torch.utils.data import DataLoader
 from coreba.config import CorebaConfig
 from coreba.data import DataConfig, QVHighlightsDataset, collate_batch
 from coreba.device import default_device
+from coreba.engines.base import Engine
 from coreba.evaluate import evaluate, load_jsonl
+from coreba.interface import OUTPUT_NAMES
 from coreba.model import Coreba
 from coreba.postprocess import DEFAULT_TOP_K, postprocess
 from coreba.progress import progress_bar
@@ -45,6 +48,14 @@ def data_config_for(model_config: CorebaConfig, annotations: str | Path, video_f
     return DataConfig(annotations, list(video_feature_dirs), text_feature_dir, **kwargs)
 
 
+def _submission_lines(outputs: dict[str, np.ndarray], video_mask: np.ndarray, meta: list[dict[str, Any]],
+                      clip_length: float, top_k: int) -> list[dict[str, Any]]:
+    """One batch of raw outputs (numpy) -> its submission lines, in seconds of each annotation's duration."""
+    results = postprocess(outputs["pred_logits"], outputs["pred_spans"], outputs["saliency_scores"], video_mask,
+                          durations=[m["duration"] for m in meta], clip_length=clip_length, top_k=top_k)
+    return [r.to_submission(**{k: m[k] for k in SUBMISSION_META}) for r, m in zip(results, meta, strict=True)]
+
+
 @torch.inference_mode()
 def predict_dataset(model: nn.Module, loader: Iterable[dict[str, Any]], *, top_k: int = DEFAULT_TOP_K,
                     progress: bool = False) -> list[dict[str, Any]]:
@@ -62,16 +73,21 @@ def predict_dataset(model: nn.Module, loader: Iterable[dict[str, Any]], *, top_k
         for batch in progress_bar(loader, progress, desc="predict", leave=False):
             inputs = {k: v.to(device, non_blocking=True) for k, v in batch["model_inputs"].items()}
             out = model(**inputs)
-            meta = batch["meta"]
-            results = postprocess(
-                out["pred_logits"].float().cpu().numpy(), out["pred_spans"].float().cpu().numpy(),
-                out["saliency_scores"].float().cpu().numpy(), inputs["video_mask"].cpu().numpy(),
-                durations=[m["duration"] for m in meta], clip_length=clip_length, top_k=top_k,
-            )
-            lines.extend(r.to_submission(**{k: m[k] for k in SUBMISSION_META})
-                         for r, m in zip(results, meta, strict=True))
+            outputs = {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES}
+            lines += _submission_lines(outputs, inputs["video_mask"].cpu().numpy(), batch["meta"], clip_length, top_k)
     finally:
         model.train(was_training)
+    return lines
+
+
+def predict_dataset_with_engine(engine: Engine, loader: Iterable[dict[str, Any]], clip_length: float, *,
+                                top_k: int = DEFAULT_TOP_K, progress: bool = False) -> list[dict[str, Any]]:
+    """:func:`predict_dataset` through any :mod:`coreba.engines` engine (numpy in, numpy out), so an exported,
+    quantized or bf16 model is scored by exactly the code that scores the eager one (the accuracy gates)."""
+    lines: list[dict[str, Any]] = []
+    for batch in progress_bar(loader, progress, desc="predict", leave=False):
+        feeds = {k: v.numpy() for k, v in batch["model_inputs"].items()}
+        lines += _submission_lines(engine.run(feeds), feeds["video_mask"], batch["meta"], clip_length, top_k)
     return lines
 
 
