@@ -161,11 +161,40 @@ def trt_config(cfg: CorebaConfig, batching: Batching, instances: int = 1) -> mc.
                    default_model_filename=PLAN_FILENAME)
 
 
+@dataclass(frozen=True)
+class PythonEngine:
+    """What ``coreba_python`` runs, written into its config parameters and read by its ``initialize``: any
+    :func:`coreba.engines.load_engine` engine that reads a file (ONNX Runtime, OpenVINO) at any of its
+    precisions, on the model file ``model_filename`` of the version folder."""
+
+    engine: str = "onnxruntime"
+    precision: str = "fp32"
+    model_filename: str = ONNX_FILENAME
+
+    def __post_init__(self) -> None:
+        from coreba.engines import ENGINE_PRECISIONS
+
+        if self.engine not in PYTHON_ENGINES:
+            raise ValueError(f"coreba_python runs one of {PYTHON_ENGINES}, got {self.engine!r}")
+        if self.precision not in ENGINE_PRECISIONS[self.engine]:
+            raise ValueError(f"engine {self.engine!r} has no precision {self.precision!r}; it has "
+                             f"{ENGINE_PRECISIONS[self.engine]}")
+
+
+PYTHON_ENGINES = ("onnxruntime", "openvino")
+
+
 def python_engine_config(cfg: CorebaConfig, batching: Batching, kind: str = "cpu", instances: int = 1,
-                         graph_optimization: str = "all", intra_op_threads: int = 0) -> mc.ModelConfig:
-    """``coreba_python``: the Python backend running ONNX Runtime (CPU or CUDA provider, from the kind)."""
+                         graph_optimization: str = "all", intra_op_threads: int = 0,
+                         engine: PythonEngine | None = None) -> mc.ModelConfig:
+    """``coreba_python``: the Python backend running ``engine`` (default ONNX Runtime fp32; CPU or CUDA provider
+    from the kind). ``intra_op_threads`` is the engine's thread count (0: its default)."""
+    engine = engine or PythonEngine()
+    if engine.engine == "openvino" and kind != "cpu":
+        raise ValueError("the openvino engine runs on CPU instances (kind='cpu')")
     config = _engine("python", cfg, batching, kind, instances, backend="python")
-    _parameters(config, {"onnx_filename": ONNX_FILENAME, "graph_optimization": graph_optimization,
+    _parameters(config, {"engine": engine.engine, "precision": engine.precision,
+                         "model_filename": engine.model_filename, "graph_optimization": graph_optimization,
                          "intra_op_threads": str(intra_op_threads)})
     return config
 

@@ -75,10 +75,41 @@ def test_default_repository_has_no_trt_and_runs_python(repository):
     (dict(onnx_kind="cpu", tensorrt=TensorRTAcceleration()), "needs GPU instances"),
     (dict(python_kind="tpu"), "instance kind"),
     (dict(top_k=0), "top_k"),
+    (dict(python_engine="tvm"), "coreba_python runs one of"),
+    (dict(python_engine="onnxruntime", precision="bf16"), "no precision 'bf16'"),
+    (dict(python_engine="openvino", precision="int8"), "give it with --python-model"),
+    (dict(python_engine="openvino", python_kind="gpu"), "openvino engine runs on CPU"),
 ])
 def test_bad_options_are_refused(served_model, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_repository(served_model.onnx_path, tmp_path / "repo", **kwargs)
+
+
+def test_the_python_engine_and_its_file_reach_the_config(served_model, tmp_path):
+    """The engine choice is written into coreba_python's parameters, and another model file (here an OpenVINO IR
+    of the same model) is copied beside model.py with its .bin; a file of another model is refused."""
+    ov = pytest.importorskip("openvino")
+    from export.onnx_export import read_metadata
+
+    ir = tmp_path / "ir" / "model.xml"
+    model = ov.Core().read_model(str(served_model.onnx_path))
+    model.set_rt_info(read_metadata(served_model.onnx_path)["config"], ["coreba", "config"])
+    ov.save_model(model, str(ir), compress_to_fp16=False)
+    written = build_repository(served_model.onnx_path, tmp_path / "repo", python_engine="openvino",
+                               precision="bf16", python_model=ir, intra_op_threads=2)
+    python = check_repository(tmp_path / "repo")[ENGINE_MODELS["python"]]
+    params = {k: v.string_value for k, v in python.parameters.items()}
+    assert params["engine"] == "openvino" and params["precision"] == "bf16"
+    assert params["model_filename"] == "model.bf16.xml" and params["intra_op_threads"] == "2"
+    folder = written[ENGINE_MODELS["python"]] / "1"
+    assert (folder / "model.bf16.xml").is_file() and (folder / "model.bf16.bin").is_file()
+
+    other = tmp_path / "other.xml"
+    model.set_rt_info(read_metadata(served_model.onnx_path)["config"].replace('"hidden_dim": 32', '"hidden_dim": 64'),
+                      ["coreba", "config"])
+    ov.save_model(model, str(other), compress_to_fp16=False)
+    with pytest.raises(ValueError, match="configs differ"):
+        build_repository(served_model.onnx_path, tmp_path / "repo2", python_engine="openvino", python_model=other)
 
 
 def test_bad_batching_is_refused():

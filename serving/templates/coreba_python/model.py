@@ -1,12 +1,13 @@
-"""Triton Python-backend model ``coreba_python``: COREBA on ONNX Runtime, the engine CI serves.
+"""Triton Python-backend model ``coreba_python``: COREBA on any file-based engine of :mod:`coreba.engines`.
 
-* ``initialize`` parses the model config (output dtypes, parameters), picks the ONNX Runtime provider from
-  the instance kind (KIND_GPU -> CUDA on ``model_instance_device_id``, KIND_CPU -> CPU), creates the ONE
-  session (:class:`coreba.engines.onnxruntime_engine.OnnxRuntimeEngine`) and reads the model's
-  :class:`coreba.CorebaConfig` from the ONNX metadata; it refuses a config.pbtxt that disagrees with it.
+* ``initialize`` parses the model config (output dtypes, parameters) and loads the ONE engine its parameters name
+  through :func:`coreba.engines.load_engine`: ``engine`` (onnxruntime | openvino), ``precision`` (fp32 | bf16 |
+  int8), ``model_filename``, ``intra_op_threads`` and, for ONNX Runtime, ``graph_optimization`` (the provider
+  follows the instance kind: KIND_GPU -> CUDA on ``model_instance_device_id``). It reads the model's
+  :class:`coreba.CorebaConfig` from the model file and refuses a config.pbtxt that disagrees with it.
 * ``execute`` validates each request on its own with :func:`coreba.model.validation.validate_inputs` (a bad
   request gets an error response naming the problem; the others go on), concatenates the valid requests of
-  one shape into ONE batch, runs the session once, and splits the outputs back: one response per request.
+  one shape into ONE batch, runs the engine once, and splits the outputs back: one response per request.
   Batching is exact: a sample's outputs depend neither on its padding nor on its batch-mates.
 """
 
@@ -18,11 +19,21 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from coreba.config import CorebaConfig
-from coreba.engines.onnxruntime_engine import OnnxRuntimeEngine
+from coreba.engines import load_engine
 from coreba.model.validation import InputError, validate_inputs
+from coreba.predictor import config_for
 from serving.backend_io import error_response, input_tensor, output_dtypes, output_tensor, string_parameters
 from serving.spec import ENGINE_INPUTS, ENGINE_OUTPUTS, ONNX_FILENAME
+
+
+def engine_options(params: dict[str, str], gpu: bool, device_id: int) -> dict:
+    """``load_engine`` keyword options from the config parameters (only those the named engine takes)."""
+    options: dict = {"precision": params.get("precision", "fp32"),
+                     "threads": int(params.get("intra_op_threads", "0")) or None}
+    if params.get("engine", "onnxruntime") == "onnxruntime":
+        options.update(provider="cuda" if gpu else "cpu", graph_optimization=params.get("graph_optimization", "all"),
+                       provider_options={"device_id": device_id} if gpu else None)
+    return options
 
 
 class TritonPythonModel:
@@ -32,28 +43,24 @@ class TritonPythonModel:
         params = string_parameters(self.model_config)
         self.output_dtypes = output_dtypes(self.model_config, ENGINE_OUTPUTS)
         gpu = args["model_instance_kind"] == "GPU"
-        path = Path(args["model_repository"]) / args["model_version"] / params.get("onnx_filename", ONNX_FILENAME)
-        self.engine = OnnxRuntimeEngine(
-            path,
-            provider="cuda" if gpu else "cpu",
-            graph_optimization=params.get("graph_optimization", "all"),
-            threads=int(params.get("intra_op_threads", "0")) or None,
-            provider_options={"device_id": int(args["model_instance_device_id"])} if gpu else None,
-        )
-        metadata = self.engine.session.get_modelmeta().custom_metadata_map
-        if "config" not in metadata:
-            raise pb_utils.TritonModelException(f"{path} has no 'config' metadata: export it with export.onnx_export")
-        self.config = CorebaConfig.from_json(metadata["config"])
+        engine = params.get("engine", "onnxruntime")
+        path = Path(args["model_repository"]) / args["model_version"] / params.get("model_filename", ONNX_FILENAME)
+        try:
+            self.config = config_for(path, engine)
+            self.engine = load_engine(engine, path, device="cuda" if gpu else "cpu",
+                                      **engine_options(params, gpu, int(args["model_instance_device_id"])))
+        except (ValueError, FileNotFoundError) as err:
+            raise pb_utils.TritonModelException(f"{self.name}: cannot load {engine} on {path}: {err}") from err
         self._check_config_dims()
 
     def _check_config_dims(self) -> None:
-        """Fail at load time, by name, if config.pbtxt was written for another model than this ONNX file."""
+        """Fail at load time, by name, if config.pbtxt was written for another model than this model file."""
         cfg = self.config
         expected = {"video_feats": cfg.video_dim, "text_feats": cfg.text_dim}
         for spec in self.model_config["input"]:
             name, dim = spec["name"], int(spec["dims"][-1])
             if name in expected and dim != expected[name]:
-                raise pb_utils.TritonModelException(f"config.pbtxt gives {name} feature dim {dim}, the ONNX model "
+                raise pb_utils.TritonModelException(f"config.pbtxt gives {name} feature dim {dim}, the model file "
                                                     f"expects {expected[name]}")
 
     def _read(self, request) -> dict[str, np.ndarray]:
@@ -81,12 +88,12 @@ class TritonPythonModel:
         return responses
 
     def _run_batch(self, members: list[tuple[int, dict[str, np.ndarray]]], responses: list) -> None:
-        """One session run for requests of one shape; every member gets its slice (or the failure)."""
+        """One engine run for requests of one shape; every member gets its slice (or the failure)."""
         try:
             batch = {name: np.concatenate([feeds[name] for _, feeds in members]) for name in ENGINE_INPUTS}
             outputs = self.engine.run(batch)
         except Exception as err:  # an engine failure must reach the clients, not crash the model
-            pb_utils.Logger.log_error(f"{self.name}: ONNX Runtime failed on a batch of {len(members)}: {err!r}")
+            pb_utils.Logger.log_error(f"{self.name}: {self.engine.name} failed on a batch of {len(members)}: {err!r}")
             for index, _ in members:
                 responses[index] = error_response(f"{self.name}: inference failed: {err}", invalid_input=False)
             return
