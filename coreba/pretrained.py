@@ -65,6 +65,12 @@ def _is_cached(cache: Path, params: dict[str, Any]) -> bool:
     return marker.is_file() and all(f.is_file() for f in files) and json.loads(marker.read_text()) == params
 
 
+def is_demo_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a demo checkpoint of the current recipe (its marker equals :func:`demo_parameters`), so
+    that the demo's held-out data applies to it."""
+    return _is_cached(Path(path), demo_parameters())
+
+
 @contextmanager
 def _num_threads(n: int):
     previous = torch.get_num_threads()
