@@ -78,3 +78,11 @@ def calibration_feeds(eval_set: EvalSet, config: CorebaConfig, limit: int) -> li
         if len(feeds) == limit:
             break
     return feeds
+
+
+def resolve_set(spec: str, split: str, config: CorebaConfig, video_feature_dirs: list[Path] | None = None,
+                text_feature_dir: Path | None = None) -> EvalSet:
+    """A command line's set: ``synthetic`` (the demo's ``split``) or an annotation file of the user's features."""
+    if spec == SYNTHETIC:
+        return synthetic_set(split, config)
+    return user_set(spec, video_feature_dirs, text_feature_dir)

@@ -27,6 +27,7 @@ would widen the activation ranges with values that never reach an output).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -128,6 +129,7 @@ def quantize_openvino(onnx_path: str | Path, feeds: Sequence[Feeds], output_xml:
     import nncf
     import openvino as ov
 
+    nncf.set_log_level(logging.WARNING)  # its per-node INFO lines would bury the report
     start = time.perf_counter()
     kept = kept_in_fp32(onnx.load(str(onnx_path)))
     model = ov.Core().read_model(str(onnx_path))  # OpenVINO keeps the ONNX node names as friendly names

@@ -30,7 +30,7 @@ from coreba.engines import load_engine  # noqa: E402
 from coreba.predictor import config_for  # noqa: E402
 from export.accuracy import GateSetTooSmall, accuracy_gate, require_gate_size, score_engine  # noqa: E402
 from export.atomic import atomic_output  # noqa: E402
-from export.datasets import SYNTHETIC, EvalSet, calibration_feeds, synthetic_set, user_set  # noqa: E402
+from export.datasets import SYNTHETIC, calibration_feeds, resolve_set  # noqa: E402
 from export.quantization import BACKENDS, QuantizationError, quantize  # noqa: E402
 
 SUFFIX = {"openvino": ".xml", "onnxruntime": ".onnx"}
@@ -76,16 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def resolve_set(spec: str, split: str, args: argparse.Namespace, config) -> EvalSet:
-    if spec == SYNTHETIC:
-        return synthetic_set(split, config)
-    return user_set(spec, args.video_feature_dirs, args.text_feature_dir)
-
-
 def run(args: argparse.Namespace) -> int:
     config = config_for(args.onnx, "onnxruntime")
-    calibration = resolve_set(args.calibration, "calibration", args, config)
-    gate_sets = [resolve_set(spec, "gate", args, config) for spec in args.gate_set]
+    dirs = (args.video_feature_dirs, args.text_feature_dir)
+    calibration = resolve_set(args.calibration, "calibration", config, *dirs)
+    gate_sets = [resolve_set(spec, "gate", config, *dirs) for spec in args.gate_set]
     for eval_set in gate_sets:  # before the minutes of quantization, not after
         require_gate_size(eval_set)
     feeds = calibration_feeds(calibration, config, args.calibration_size)
