@@ -1,9 +1,11 @@
-"""int8 quantization and the accuracy gate, end to end on a small trained model: the command accepts a model inside
-the gate, refuses one outside it (exit 1, the previous file untouched), and says what stayed in fp32."""
+"""int8 quantization and the accuracy gate, end to end on a small trained model: int8 models load as int8 and say
+what stayed in fp32; the command applies the gate's verdict (writes inside it, exit 1 and the previous file
+untouched outside it); a model made worse is refused; bf16 goes through the same gate or is refused by name."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,14 +19,20 @@ from coreba.model import Coreba
 from coreba.training.data_sources import SyntheticSpec
 from coreba.training.train import BEST_DIR, train
 from export import quantize as quantize_cli
-from export.accuracy import GATED_METRICS, MIN_QUERIES, compare_metrics
+from export.accuracy import GATED_METRICS, MAX_DELTA, MIN_QUERIES, compare_metrics
+from export.datasets import calibration_feeds, user_set
 from export.onnx_export import export_onnx
-from export.quantization import head_gemms, kept_in_fp32, weight_gemms
+from export.quantization import head_gemms, kept_in_fp32, quantize, weight_gemms
 
 pytest.importorskip("onnxruntime.quantization")
 
 DIMS = dict(slowfast_dim=24, clip_dim=16, text_dim=16)
-DATA = dict(num_queries=160, signal_strength=4.0, topic_dim=4, seed=0, splits=("train", "val"))
+DATA = dict(num_queries=160, signal_strength=6.0, topic_dim=4, seed=0, splits=("train", "val"))
+EPOCHS = 12
+# A toy model's HIT@1 hangs on near-tied clips of one window, so whether its int8 version lands inside 1 point
+# depends on rounding details (VNNI or not, library versions): the verdict is the command's to make, and the test
+# checks that it is applied. What the test does demand of int8 is that it is not broken: every metric within this.
+SANITY_POINTS = 3.0
 MODEL = dict(hidden_dim=32, num_heads=4, ffn_dim=64, num_balance_tokens=3, num_recurrent=1, num_saliency_layers=1,
              num_decoder_layers=2, input_dropout=0.1, max_video_len=75, max_text_len=32)
 
@@ -36,14 +44,14 @@ def small(tmp_path_factory):
     root = tmp_path_factory.mktemp("quantize")
     spec = SyntheticSpec(out_dir=str(root / "data"), **DIMS, **DATA)
     torch.manual_seed(0)
-    cfg = TrainConfig(epochs=8, batch_size=8, lr=1e-3, eval_every=8, seed=0, output_dir=str(root / "run"),
+    cfg = TrainConfig(epochs=EPOCHS, batch_size=8, lr=1e-3, eval_every=EPOCHS, seed=0, output_dir=str(root / "run"),
                       model=spec.model_config(CorebaConfig(**MODEL)))
     result = train(cfg, spec.data_paths(), progress=False)  # one evaluation, at the end: it saves best/
     print(f"small model: val MR R1@0.5 {result.last_metrics['MR-full-R1@0.5']:.1f} after {cfg.epochs} epochs")
     model = Coreba.from_pretrained(result.output_dir / BEST_DIR).eval()
     export_onnx(model, root / "small.onnx")
     held_out = generate_synthetic_dataset(root / "held_out", splits=("calibration", "gate"), num_queries=MIN_QUERIES,
-                                          seed=11, signal_strength=4.0, topic_dim=4, **DIMS,
+                                          seed=11, signal_strength=DATA["signal_strength"], topic_dim=4, **DIMS,
                                           planted_like={k: DATA[k] for k in ("seed", "splits", "num_queries")})
     return {"root": root, "onnx": root / "small.onnx", "calibration": held_out.annotations["calibration"],
             "gate": held_out.annotations["gate"], "video_dirs": [str(d) for d in held_out.video_feature_dirs],
@@ -74,31 +82,57 @@ def test_the_heads_and_attention_products_are_kept_in_fp32(small):
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_quantize_command_accepts_int8_inside_the_gate(small, backend, capsys):
+def test_int8_models_load_as_int8_and_say_what_was_kept(small, backend):
     if backend == "openvino":
         pytest.importorskip("nncf")
-    output = small["root"] / f"small-int8{quantize_cli.SUFFIX[backend]}"
-    assert quantize_cli.main(_argv(small, backend, output)) == 0, capsys.readouterr()
-    out = capsys.readouterr().out
-    assert "accuracy gate" in out and "ACCEPTED" in out and "kept in fp32: final heads" in out
-    for label in GATED_METRICS:
-        assert label in out
+    cfg = Predictor.from_pretrained(small["onnx"], engine="onnxruntime").config
+    calibration = user_set(small["calibration"], [Path(d) for d in small["video_dirs"]], Path(small["text_dir"]))
+    output = small["root"] / f"direct-int8{quantize_cli.SUFFIX[backend]}"
+    report = quantize(small["onnx"], backend, calibration_feeds(calibration, cfg, 16), output, "test",
+                      small["root"])
+    assert report.kept_fp32["final heads"] and report.quantized_gemms > 0
     predictor = Predictor.from_pretrained(output, engine=backend, precision="int8")
-    assert predictor.config.hidden_dim == MODEL["hidden_dim"]
+    assert predictor.config == cfg
     rng = np.random.default_rng(0)
-    (result,) = predictor.predict([rng.standard_normal((40, predictor.config.video_dim), dtype=np.float32)],
-                                  [rng.standard_normal((9, predictor.config.text_dim), dtype=np.float32)])
+    (result,) = predictor.predict([rng.standard_normal((40, cfg.video_dim), dtype=np.float32)],
+                                  [rng.standard_normal((9, cfg.text_dim), dtype=np.float32)])
     assert len(result.saliency) == 40 and np.isfinite(result.saliency).all()
     with pytest.raises(ValueError, match="int8-quantized"):  # an int8 file is not passed off as fp32
         Predictor.from_pretrained(output, engine=backend, precision="fp32")
     with pytest.raises(ValueError, match="no int8 quantization"):
         Predictor.from_pretrained(small["onnx"], engine=backend, precision="int8")
-    assert not [p for p in output.parent.iterdir() if ".tmp" in p.name]
     if backend == "onnxruntime":
         meta = {p.key: p.value for p in onnx.load(str(output), load_external_data=False).metadata_props}
-        report = json.loads(meta["quantization"])
-        assert meta["precision"] == "int8" and "config" in meta
-        assert report["kept_fp32"]["final heads"] and report["quantized_gemms"] > 0
+    else:
+        from coreba.engines.openvino_engine import read_rt_info
+
+        meta = {key: read_rt_info(output, key) for key in ("precision", "config", "quantization")}
+    assert meta["precision"] == "int8" and CorebaConfig.from_json(meta["config"]) == cfg
+    assert json.loads(meta["quantization"])["kept_fp32"] == report.kept_fp32
+
+
+def _gate_deltas(printed: str) -> dict[str, float]:
+    """The delta column of the gate table the command printed."""
+    deltas = {}
+    for line in printed.splitlines():
+        for label in GATED_METRICS:
+            if line.startswith(label + " "):
+                deltas[label] = float(line.split()[-2])
+    return deltas
+
+
+def test_quantize_command_applies_the_gate(small, capsys):
+    output = small["root"] / "gated-int8.onnx"
+    code = quantize_cli.main(_argv(small, "onnxruntime", output))
+    printed = capsys.readouterr().out
+    assert "kept in fp32: final heads" in printed
+    deltas = _gate_deltas(printed)
+    assert set(deltas) == set(GATED_METRICS), printed
+    assert all(abs(d) <= SANITY_POINTS for d in deltas.values()), printed  # int8 is not broken
+    inside = all(abs(d) <= MAX_DELTA for d in deltas.values())
+    assert code == (0 if inside else 1), printed
+    assert output.is_file() == inside and ("ACCEPTED" in printed) == inside
+    assert not [p for p in output.parent.iterdir() if ".tmp" in p.name]
 
 
 def test_a_model_outside_the_gate_is_refused_and_the_old_file_kept(small, monkeypatch, capsys):
