@@ -11,9 +11,11 @@ static buffers, a compiled module must see its shapes before it is timed, and to
 should be timed on device-resident inputs; ``run`` (numpy in, numpy out, copies included) is what the
 ONNX Runtime and TensorRT engines expose, and their rows say so (``io``).
 
-Reduced precision (bf16, int8) cannot meet the fp32 tolerance by design: its per-point check is a sanity bound
-(``export.spec.REDUCED_PRECISION_SANITY`` of each output's range: it catches a broken engine), and what accepts
-it is the accuracy gate run before timing (``gate="accuracy"`` in :mod:`benchmarks.latency`). int8 models are
+Reduced precision (bf16, int8) cannot meet the fp32 tolerance by design: what accepts it is the accuracy gate run
+before timing (``gate="accuracy"`` in :mod:`benchmarks.latency`); after it, the per-point check asks only for
+finite outputs (the random timing inputs lie far outside an int8 model's calibrated ranges). Without a gate set
+(a random-weight model, calibrated on random inputs like the timing ones) the per-point check is a sanity bound,
+``export.spec.REDUCED_PRECISION_SANITY`` of each output's range, which catches a broken engine. int8 models are
 quantized here, from the benchmark's ONNX graph, by the same library as ``export/quantize.py``.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +122,10 @@ class Runner:
 
     def compare(self, got: Outputs, reference: Outputs, feeds: Outputs) -> Comparison:
         want = {k: reference[k] for k in OUTPUT_NAMES}
+        if self.precision in REDUCED_PRECISIONS and getattr(self, "gated", False):
+            # accepted on the gate set's real features; the timing inputs are random, far outside an int8
+            # model's calibrated ranges, so only finite outputs of the right shape are asked of them
+            return compare(got, want, lambda name: math.inf)
         if self.precision in REDUCED_PRECISIONS:  # a sanity bound scaled to each output's range
             scale = {k: max(float(np.abs(v).max()) if v.size else 0.0, 1e-3) for k, v in want.items()}
             return compare(got, want, lambda name: REDUCED_PRECISION_SANITY * scale[name])

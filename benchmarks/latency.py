@@ -469,6 +469,7 @@ def accuracy_gate(spec: EngineSpec, runner: Runner, ctx: Context) -> AccuracyVer
         verdict = AccuracyVerdict(None if report.ok else f"accuracy gate: {deltas}",
                                   f"{'' if report.ok else OUTSIDE}{deltas} ({report.num_queries} queries)")
     runner.accuracy = verdict.summary  # type: ignore[attr-defined]
+    runner.gated = ctx.gate_set is not None  # type: ignore[attr-defined]
     return verdict
 
 
