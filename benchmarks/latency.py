@@ -409,6 +409,7 @@ def gate(spec: EngineSpec, runner: Runner, ctx: Context, points: list[Point], da
     "padded": a batch of 4 with padded videos and queries (lengths 1 included) at the base length.
     "first-point": the inputs of the engine's first point (a compiled engine would recompile for any
     other shape). "none": the per-point check only (the served ensemble returns answers, not raw outputs).
+    "accuracy" (bf16, int8): :func:`accuracy_gate`, the QVHighlights metrics within 1 point of eager fp32's.
     """
     if spec.gate == "none":
         return None

@@ -71,12 +71,6 @@ class OnnxRuntimeEngine:
                                     "or 'torch' with precision='bf16', or precision='int8' with a quantized model")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        quantized = is_quantized(path)
-        if precision == "int8" and not quantized:
-            raise ValueError(f"{path} holds no int8 quantization; write one with `python export/quantize.py "
-                             f"--onnx {path} --backend onnxruntime --output ...`")
-        if precision == "fp32" and quantized:
-            raise ValueError(f"{path} is an int8-quantized model: load it with precision='int8'")
         if provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; choose from {tuple(PROVIDERS)}")
         wanted = PROVIDERS[provider]
@@ -92,6 +86,13 @@ class OnnxRuntimeEngine:
         if not active or active[0] != wanted:
             raise EngineUnavailable(f"asked for {wanted} but ONNX Runtime activated {active} (its libraries failed to "
                                     "load); refusing to run on the wrong device")
+        # after the session, so that a file ONNX Runtime cannot parse gets ONNX Runtime's own error
+        quantized = is_quantized(path)
+        if precision == "int8" and not quantized:
+            raise ValueError(f"{path} holds no int8 quantization; write one with `python export/quantize.py "
+                             f"--onnx {path} --backend onnxruntime --output ...`")
+        if precision == "fp32" and quantized:
+            raise ValueError(f"{path} is an int8-quantized model: load it with precision='int8'")
         self.provider, self.precision = provider, precision
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -45,10 +45,10 @@ class TritonPythonModel:
         gpu = args["model_instance_kind"] == "GPU"
         engine = params.get("engine", "onnxruntime")
         path = Path(args["model_repository"]) / args["model_version"] / params.get("model_filename", ONNX_FILENAME)
-        try:
-            self.config = config_for(path, engine)
+        try:  # the engine first: a file it cannot read is reported in the engine's own words
             self.engine = load_engine(engine, path, device="cuda" if gpu else "cpu",
                                       **engine_options(params, gpu, int(args["model_instance_device_id"])))
+            self.config = config_for(path, engine)
         except (ValueError, FileNotFoundError) as err:
             raise pb_utils.TritonModelException(f"{self.name}: cannot load {engine} on {path}: {err}") from err
         self._check_config_dims()
