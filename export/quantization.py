@@ -150,14 +150,19 @@ def quantize_openvino(onnx_path: str | Path, feeds: Sequence[Feeds], output_xml:
 
 
 def _count_quantized_openvino(model) -> int:
-    """MatMuls whose weight input comes from a quantized constant (int8 weights then a dequantizing Multiply)."""
-    count = 0
-    for op in model.get_ops():
-        if op.get_type_name() != "MatMul":
-            continue
-        sources = [i.get_source_output().get_node().get_type_name() for i in op.inputs()]
-        count += sources[0] == "FakeQuantize" and sources[1] != "FakeQuantize"
-    return count
+    """MatMuls whose weight is stored in int8 (an int8 Constant, then Convert and a dequantizing Multiply)."""
+
+    def int8_weight(port, depth: int = 4) -> bool:
+        node = port.get_source_output().get_node()
+        for _ in range(depth):  # Constant(i8) -> Convert -> [Subtract] -> Multiply -> MatMul
+            if node.get_type_name() == "Constant":
+                return node.get_output_element_type(0).get_type_name() == "i8"
+            if node.get_input_size() == 0:
+                return False
+            node = node.input(0).get_source_output().get_node()
+        return False
+
+    return sum(op.get_type_name() == "MatMul" and int8_weight(op.input(1)) for op in model.get_ops())
 
 
 # ------------------------------------------------------------------------------------------- ONNX Runtime
