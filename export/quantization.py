@@ -113,10 +113,19 @@ def kept_in_fp32(proto: onnx.ModelProto) -> dict[str, list[str]]:
                                                              if n.op_type in GEMMS and n.name not in weights]}
 
 
+def constant_tensors(proto: onnx.ModelProto) -> set[str]:
+    """Tensors known before any input arrives: initializers, Constant outputs, and outputs of nodes that read only
+    those (the exporter leaves large weights behind a Transpose it did not fold)."""
+    constants = {i.name for i in proto.graph.initializer}
+    for node in proto.graph.node:  # ONNX graphs are topologically sorted
+        if node.op_type == "Constant" or (node.input and all(i in constants for i in node.input if i)):
+            constants.update(node.output)
+    return constants
+
+
 def weight_gemms(proto: onnx.ModelProto) -> list[str]:
     """MatMul/Gemm nodes whose second input is a constant (a weight): the ones worth quantizing."""
-    constants = {i.name for i in proto.graph.initializer}
-    constants |= {out for node in proto.graph.node if node.op_type == "Constant" for out in node.output}
+    constants = constant_tensors(proto)
     return [n.name for n in proto.graph.node if n.op_type in GEMMS and n.input[1] in constants]
 
 
