@@ -220,3 +220,19 @@ def test_bf16_is_gated_too_or_refused_by_name(small, capsys, monkeypatch):
     monkeypatch.setattr(ov_engine, "cpu_isa", lambda: CpuIsa.from_flags(["avx2"], source="test"))
     assert check_accuracy.main(argv) == 2
     assert "bf16 needs a CPU with AVX512_BF16" in capsys.readouterr().err
+
+
+def test_a_weight_behind_an_unfolded_transpose_is_still_a_weight():
+    """The full-size export keeps large weights behind a Transpose it did not fold: such a MatMul is a weight GEMM
+    (quantized), while a product of two activations is not."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["w"], ["w_t"], name="t"),
+         helper.make_node("MatMul", ["x", "w_t"], ["y"], name="weight_product"),
+         helper.make_node("MatMul", ["y", "z"], ["out"], name="activation_product")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+              helper.make_tensor_value_info("z", TensorProto.FLOAT, [4, 5])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 5])], initializer=[w])
+    assert weight_gemms(helper.make_model(graph)) == ["weight_product"]
