@@ -49,6 +49,11 @@ class Skip(Exception):  # noqa: N818 - it is a verdict, not an error
     """This engine (or this point of it) cannot run here; ``str(skip)`` says why."""
 
 
+class ExportFailed(RuntimeError):
+    """The ONNX export that an engine needs failed: the engine's row is FAILED, never skipped (an export
+    regression must not pass as "not available here")."""
+
+
 @dataclass
 class Context:
     """What every engine may need; built once by the driver."""
@@ -58,6 +63,7 @@ class Context:
     artifacts: Path  # scratch space for ONNX files, TensorRT plans, the model repository
     onnx_path: Path | None  # the exported graph (fp32), or None ...
     onnx_error: str = ""  # ... and why
+    onnx_export_failed: bool = False  # True: the exporter ran and failed (a failure), not "not installed" (a skip)
     native_max_video_len: int = 75  # the checkpoint's own max_video_len (``model`` may allow more)
     checkpoint: Path | None = None  # the save_pretrained directory ``model`` was loaded from
     max_batch: int = 1  # the largest batch / clip count of the sweep (TensorRT profile, serving batcher)
@@ -274,6 +280,8 @@ class TritonAttentionRunner(TorchRunner):
 
 def _require_onnx(ctx: Context) -> Path:
     if ctx.onnx_path is None:
+        if ctx.onnx_export_failed:
+            raise ExportFailed(f"no ONNX graph: {ctx.onnx_error}")
         raise Skip(f"no ONNX graph: {ctx.onnx_error}")
     return ctx.onnx_path
 
@@ -345,7 +353,8 @@ class OpenVINORunner(NumpyRunner):
 
 
 class TensorRTRunner(NumpyRunner):
-    """A plan built here from the ONNX graph (``export.tensorrt_build.build_engine``), one profile over the sweep."""
+    """A plan built here (``export.tensorrt_build.build_engine``), one profile over the sweep, strongly typed
+    (TensorRT 10 and 11): fp32 from the fp32 graph (TF32 off), fp16 from an fp16 export made here."""
 
     def __init__(self, ctx: Context, precision: str) -> None:
         from coreba.engines.tensorrt_engine import TensorRTEngine, require_cuda, require_tensorrt
@@ -356,14 +365,20 @@ class TensorRTRunner(NumpyRunner):
         except EngineUnavailable as err:
             raise Skip(str(err)) from err
         path = _require_onnx(ctx)
-        from export.tensorrt_build import ShapeProfile, build_engine, model_dims, read_model_config
+        from coreba.onnx_io import read_model_config
+        from export.tensorrt_build import ShapeProfile, build_engine, model_dims
 
         self.precision = "fp16" if precision == "fp16" else "fp32"
+        if self.precision == "fp16":  # strongly typed: the precision comes from the graph's own types
+            from export.onnx_export import export_onnx
+
+            path = export_onnx(copy.deepcopy(ctx.model).cpu(), ctx.artifacts / "coreba-fp16.onnx", fp16=True,
+                               check=False).path
         dims = model_dims(read_model_config(path))
         profile = ShapeProfile.for_model(dims, min_batch=1, opt_batch=min(8, ctx.max_batch), max_batch=ctx.max_batch,
                                          min_clips=1, opt_clips=ctx.base_clips, max_clips=ctx.max_clips,
                                          min_tokens=1, opt_tokens=ctx.num_tokens, max_tokens=ctx.num_tokens)
-        plan = build_engine(path, ctx.artifacts / f"coreba.{precision}.plan", profile, precision,
+        plan = build_engine(path, ctx.artifacts / f"coreba.{precision}.plan", profile, self.precision,
                             timing_cache=ctx.artifacts / "tensorrt.timing_cache")
         self.engine = TensorRTEngine(plan, device=str(ctx.device))
 
@@ -372,7 +387,7 @@ class TensorRTRunner(NumpyRunner):
 
 
 def serving_unavailable() -> str | None:
-    """Why the served ensemble cannot be benchmarked here, or None."""
+    """Why the served model cannot be benchmarked here, or None."""
     for module in ("serving.launcher", "serving.client", "serving.build_repository", "serving.model_configs",
                    "tritonclient.http"):
         try:
@@ -398,9 +413,10 @@ def serving_unavailable() -> str | None:
 
 @dataclass
 class ServedRunner(Runner):
-    """The served ensemble (engine ``coreba_python``: ONNX Runtime CPU, then post-processing), called through
-    the HTTP client with one request per batch. Its answers are compared with ``coreba.postprocess`` of the
-    eager outputs: scores and saliency at the fp32 tolerance, windows at the tolerance times the duration."""
+    """The served model ``coreba`` (one step: the end-to-end graph on ONNX Runtime CPU in the Python backend),
+    called through the HTTP client with one request per batch. Its answers are compared with
+    ``coreba.postprocess`` of the eager outputs: scores and saliency at the fp32 tolerance, windows at the
+    tolerance times the duration."""
 
     ctx: Context
     clip_length: float = 2.0
@@ -410,27 +426,28 @@ class ServedRunner(Runner):
     def __post_init__(self) -> None:
         reason = serving_unavailable()
         if reason:
-            raise Skip(f"served ensemble unavailable: {reason}")
-        path = _require_onnx(self.ctx)
-        if self.ctx.model.config.max_video_len != self.ctx.native_max_video_len:
-            # The ensemble pads every request to its model's max_video_len: serve the checkpoint's own length
-            # (its own export), not the long-video variant, which would pad Lv 75 to the longest video.
-            from export.onnx_export import export_onnx
-
+            raise Skip(f"served model unavailable: {reason}")
+        _require_onnx(self.ctx)
+        model = self.ctx.model
+        if model.config.max_video_len != self.ctx.native_max_video_len:
+            # The server pads every request to its model's max_video_len: serve the checkpoint's own length,
+            # not the long-video variant, which would pad Lv 75 to the longest video.
             if self.ctx.checkpoint is None:
                 raise Skip("the served model needs the checkpoint's own export, and no checkpoint path was given")
-            native = Coreba.from_pretrained(self.ctx.checkpoint).eval()
-            path = export_onnx(native, self.ctx.artifacts / "coreba.native.onnx", check=False).path
+            model = Coreba.from_pretrained(self.ctx.checkpoint).eval()
+        from export.onnx_export import export_onnx
         from serving.build_repository import build_repository
         from serving.client import CorebaClient
         from serving.launcher import ServerStartError, TritonServer
         from serving.model_configs import Batching
 
+        # the served graph: the post-processing inside (its answer is checked at every point below)
+        path = export_onnx(model, self.ctx.artifacts / "coreba-e2e.onnx", check=False, end_to_end=True).path
         # one request carries the whole batch: no queue delay (there is no other request to wait for)
         batching = Batching(max_batch_size=self.ctx.max_batch, preferred_batch_sizes=(self.ctx.max_batch,),
                             max_queue_delay_us=0)
         repo = self.ctx.artifacts / "model_repository"
-        build_repository(path, repo, engine="python", batching=batching, intra_op_threads=self.ctx.threads or 0)
+        build_repository(path, repo, batching=batching, intra_op_threads=self.ctx.threads or 0)
         self.clip_length = self.ctx.model.config.clip_length
         try:
             self.server = TritonServer(repo).start()
@@ -445,8 +462,8 @@ class ServedRunner(Runner):
     def bind(self, feeds: Outputs) -> Callable[[], object]:
         B, Lv = feeds["video_mask"].shape
         if Lv != self.client.layout.max_clips:
-            raise Skip(f"the ensemble takes requests padded to {self.client.layout.max_clips} clips (the served "
-                       "model's max_video_len)")
+            raise Skip(f"the served model takes requests padded to {self.client.layout.max_clips} clips (its "
+                       "max_video_len)")
         arrays = {name: np.ascontiguousarray(feeds[name]) for name in INPUT_NAMES}
         arrays["duration"] = (feeds["video_mask"].sum(1, keepdims=True) * self.clip_length).astype(np.float32)
         return lambda: self.client.infer(arrays)
@@ -507,7 +524,7 @@ def catalogue(gpu: bool = False) -> list[EngineSpec]:
     """Every engine, the most informative for the device first: a time limit cuts from the end.
 
     On the CPU the compiles (tens of seconds per shape) go last; in a GPU run the CPU engines (ONNX Runtime
-    CPU, the served ensemble, which runs ONNX Runtime on the CPU) go last, after every GPU engine.
+    CPU, the served model, which runs ONNX Runtime on the CPU) go last, after every GPU engine.
     """
     device_io, host_io = "torch tensors on the device", "host numpy (copies timed)"
     ort_trt_options = {"trt_fp16_enable": False}
@@ -543,7 +560,7 @@ def catalogue(gpu: bool = False) -> list[EngineSpec]:
                    needs_s=30, note="quantize_static QDQ U8S8, heads fp32"),
         EngineSpec("eager-bf16", "torch", "bf16", device_io, lambda c: TorchRunner(c, "sdpa", "bf16"),
                    gate="accuracy", note="weights and features cast to bf16"),
-        EngineSpec("served-ensemble", "served", "fp32", "HTTP client (serialization, server, post-processing)",
+        EngineSpec("served", "served", "fp32", "HTTP client (serialization, server, graph with post-processing)",
                    lambda c: ServedRunner(c), gate="none", host_compute=True),
         EngineSpec("compile-default", "torch", "fp32", device_io, lambda c: CompiledRunner(c, "default"),
                    gate="first-point", needs_s=45),

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from coreba.onnx_io import read_onnx
 from export.spec import INPUT_NAMES
 
 SYMBOLS = ("batch", "num_clips", "num_tokens")
@@ -51,11 +52,10 @@ def _dims(value_info, sympy) -> list:
 
 def onnx_flop_model(onnx_path: str | Path) -> FlopModel:
     """Symbolic MatMul/Gemm FLOPs of ``onnx_path``; raises ``ValueError`` if some product's shape is unknown."""
-    import onnx
     import sympy
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-    proto = onnx.load(str(onnx_path))
+    proto = read_onnx(onnx_path)
     del proto.graph.value_info[:]  # infer every shape afresh, from the named input axes
     inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True, guess_output_rank=False, verbose=0)
     graph = inferred.graph

@@ -9,8 +9,8 @@ What is measured: the same model and the same random inputs through every engine
 :mod:`benchmarks.engines` -- eager PyTorch (math and SDPA attention), ``torch.compile`` (default; on a GPU
 also reduce-overhead and max-autotune), CUDA graphs (fp32 and fp16), the Triton attention kernel, ONNX
 Runtime (CPU with graph optimizations off and all, and int8; CUDA and TensorRT providers), OpenVINO (fp32, bf16,
-int8), eager bf16, TensorRT plans (fp32, fp16) and the served ensemble through its HTTP client -- over batch sizes
-at Lv 75 and over long videos
+int8), eager bf16, TensorRT plans (fp32, fp16) and the served model (one step) through its HTTP client -- over
+batch sizes at Lv 75 and over long videos
 (Lv 300, 1200) at a few batch sizes, always Lt 32. An engine that cannot run here is SKIPPED with the
 reason.
 
@@ -161,7 +161,7 @@ def defaults(args: argparse.Namespace) -> Settings:
     """The sweep per device and mode. CPU quick must finish in < 2 min on 2 cores; a GPU run in ~3 min."""
     gpu = args.device == "cuda"
     if gpu:
-        batches, lens, long_batches = ((1, 8, 256), (75,), ()) if args.quick else ((1, 8, 32, 128, 256),
+        batches, lens, long_batches = ((1, 8, 256), (75,), ()) if args.quick else ((1, 8, 32, 256, 1024),
                                                                                      (75, 300, 1200), (1, 32))
         timing = TimingPlan(warmup=5, min_runs=10, max_runs=300, budget_s=0.3)
         compile_batches, budget, limit = (1, max(batches)), 60.0, (120.0 if args.quick else 180.0)
@@ -247,11 +247,20 @@ def load_reference(checkpoint: Path, settings: Settings, device: torch.device) -
 
 
 def export_graph(model: Coreba, artifacts: Path) -> tuple[Path | None, str, dict]:
-    """The fp32 ONNX graph of ``model`` (traced on the CPU), or None and the reason."""
+    """The fp32 ONNX graph of ``model`` (traced on the CPU), or None and the reason.
+
+    Only missing packages (onnx, onnxscript not installed) make the ONNX engines skip; an export that
+    runs and fails is reported by ``info["failed"]`` and turns their rows into failures.
+    """
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        return None, f"{', '.join(missing)} not installed (pip install coreba[export])", {}
     try:
         from export.onnx_export import export_onnx
-    except ImportError as err:
-        return None, f"the ONNX exporter does not import ({err}; pip install coreba[export])", {}
+    except ImportError as err:  # the packages are there: the exporter itself is broken
+        return None, f"the ONNX exporter does not import: {_short(err)}", {"failed": True}
     cpu_model = model if next(model.parameters()).device.type == "cpu" else _cpu_copy(model)
     try:
         t0 = time.perf_counter()
@@ -260,7 +269,8 @@ def export_graph(model: Coreba, artifacts: Path) -> tuple[Path | None, str, dict
                 "export_parity_ok": result.parity.ok, "export_parity_worst": result.parity.worst()}
         return result.path, "", info
     except Exception as err:
-        return None, f"export failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}", {}
+        traceback.print_exc()
+        return None, f"export failed: {_short(err)}", {"failed": True}
 
 
 def _cpu_copy(model: Coreba) -> Coreba:
@@ -408,7 +418,7 @@ def gate(spec: EngineSpec, runner: Runner, ctx: Context, points: list[Point], da
 
     "padded": a batch of 4 with padded videos and queries (lengths 1 included) at the base length.
     "first-point": the inputs of the engine's first point (a compiled engine would recompile for any
-    other shape). "none": the per-point check only (the served ensemble returns answers, not raw outputs).
+    other shape). "none": the per-point check only (the served model returns answers, not raw outputs).
     "accuracy" (bf16, int8): :func:`accuracy_gate`, the QVHighlights metrics within 1 point of eager fp32's.
     """
     if spec.gate == "none":
@@ -692,6 +702,7 @@ def _run(settings: Settings, device: torch.device, machine: Machine, clock: Cloc
 
     points = settings.points()
     ctx = Context(model=model, device=device, artifacts=scratch, onnx_path=onnx_path, onnx_error=onnx_error,
+                  onnx_export_failed=bool(export_info.get("failed")),
                   native_max_video_len=length_info.native_max_video_len, checkpoint=checkpoint,
                   max_batch=max(p.batch for p in points), max_clips=max(p.num_clips for p in points),
                   base_clips=settings.base_clips, num_tokens=settings.num_tokens,
@@ -701,12 +712,17 @@ def _run(settings: Settings, device: torch.device, machine: Machine, clock: Cloc
     rows: list[Row] = []
     for spec in catalogue(gpu=device.type == "cuda"):
         rows += run_engine(spec, ctx, settings, data, clock)
+        write_csv(rows, settings.out / "results.csv")  # partial results, in case the run is cut short
 
     floors.rates.merge(measure_matmul(device, settings.quick))  # again: the faster of the two ends counts
     apply_floors(rows, floors)
     machine.load_average_end = load_average()
     write_outputs(settings, machine, rows, floors, flop_check, length_info, export_info, source, model, clock)
-    return 0
+    failed = [r for r in rows if r.status == FAILED]
+    for r in failed:
+        where = f" B={r.batch} Lv={r.num_clips}" if r.batch else ""
+        print(f"FAILED: {r.engine}{where}: {r.reason}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def write_outputs(settings: Settings, machine: Machine, rows: list[Row], floors: Floors, flop_check: dict,

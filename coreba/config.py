@@ -4,26 +4,18 @@ Every hyper-parameter of the COREBA paper (Sec. IV-B) and of QD-DETR, on which i
 field here with the paper's value as its default, so a checkpoint's ``config.json`` rebuilds the
 model exactly and no other module holds a magic number.
 
-The ablations of Tables II-V are plain switches of :class:`CorebaConfig`:
-
-============================  ==============================================================
-paper row                     config
-============================  ==============================================================
-Table II, N_b = k             ``num_balance_tokens=k`` (0 allowed)
-Table IV, REC_N               ``num_recurrent=N, recurrent_mode="recurrent"`` (shared weights)
-Table IV, MOD_N               ``num_recurrent=N, recurrent_mode="stacked"`` (N CFC modules)
-Table III (a) no TV-block     ``use_tv_block=False``
-Table III (b) no SA-block     ``self_attention="none"``
-Table III (c) two VT-blocks   ``share_vt_block=False``
-Table III (d) two SA-blocks   ``self_attention="separate"``
-Table III (qd3/qd4), V (a)    ``encoder_type="qd_detr", num_qd_layers=3|4|1``
-============================  ==============================================================
+Every row of the paper's ablation tables (II-V) is a named preset: ``CorebaConfig.preset("table5_a")``
+(:data:`PRESETS` lists them with the paper row and what each changes). ``CorebaConfig.preset("qd_detr")`` is
+QD-DETR's own released configuration, what :mod:`coreba.convert` builds for a default QD-DETR checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +26,69 @@ ATTENTION_BACKENDS: tuple[str, ...] = ("math", "sdpa", "triton")
 
 class ConfigError(ValueError):
     """A configuration value that cannot describe a valid model."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric field: ``lo <= x <= hi`` (``<`` at an open end), and why the bounds."""
+
+    lo: float
+    hi: float
+    why: str = ""
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def contains(self, x: float) -> bool:
+        above = x > self.lo if self.open_lo else x >= self.lo
+        below = x < self.hi if self.open_hi else x <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        text = f"{'(' if self.open_lo else '['}{self.lo:g}, {self.hi:g}{')' if self.open_hi else ']'}"
+        return f"{text} ({self.why})" if self.why else text
+
+
+# A field the table of its class does not list: integers are counts (layers, heads, ...) in DEFAULT_INT_RANGE,
+# floats must be finite. So a field added later is checked without anyone remembering to list it.
+DEFAULT_INT_RANGE = Range(1, 256, "a count of layers, heads or tokens")
+
+
+def _kind(annotation: Any) -> tuple[str, tuple]:
+    """("bool" | "int" | "float" | "str" | "choice" | "other", choices) of a field's resolved annotation."""
+    if typing.get_origin(annotation) is Literal:
+        return "choice", typing.get_args(annotation)
+    names = {bool: "bool", int: "int", float: "float", str: "str"}
+    return names.get(annotation, "other"), ()
+
+
+def check_fields(obj: Any, ranges: dict[str, Range]) -> None:
+    """Check each dataclass field of ``obj`` against its type annotation and its range; raise
+    :class:`ConfigError` naming the first bad field. Bools are not integers here, and NaN/inf are refused."""
+    cls = type(obj)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(obj):
+        name, value = f"{cls.__name__}.{f.name}", getattr(obj, f.name)
+        kind, choices = _kind(hints[f.name])
+        if kind == "choice":
+            if not any(type(value) is type(c) and value == c for c in choices):
+                raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true or false, got {value!r}")
+        elif kind == "str":
+            if not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string, got {value!r}")
+        elif kind in ("int", "float"):
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if kind == "int" and not is_int:
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            if kind == "float" and not (is_int or isinstance(value, float)):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be finite, got {value!r}")
+            bound = ranges.get(f.name, DEFAULT_INT_RANGE if kind == "int" else None)
+            if bound is not None and not bound.contains(value):
+                raise ConfigError(f"{name} must be in {bound}, got {value!r}")
 
 
 def _from_dict(cls: type, data: dict[str, Any]):
@@ -77,6 +132,27 @@ class _JsonMixin:
         return cls.from_json(path.read_text())
 
 
+_WIDTH = "wider layers would need gigabytes per weight matrix"
+# Why each bound: the model is built, exported and served at these sizes, and the checkpoint loader checks a
+# config.json against them before allocating anything (a typo like max_video_len: 10**9 fails here, not in the
+# allocator).
+COREBA_RANGES: dict[str, Range] = {
+    "video_dim": Range(1, 65536, "feature width; " + _WIDTH),
+    "text_dim": Range(1, 65536, "feature width; " + _WIDTH),
+    "max_video_len": Range(1, 4096, "clips; exports, TensorRT profiles and serving configs size buffers by it, "
+                                    "attention memory grows with its square; 4096 clips = 2.3 h at 2 s"),
+    "max_text_len": Range(1, 1024, "query tokens; CLIP's text encoder has 77"),
+    "clip_length": Range(0, 3600, "seconds per clip", open_lo=True),
+    "hidden_dim": Range(2, 16384, _WIDTH),
+    "num_heads": Range(1, 256, "attention heads"),
+    "ffn_dim": Range(1, 65536, _WIDTH),
+    "dropout": Range(0, 1, "a probability below 1", open_hi=True),
+    "input_dropout": Range(0, 1, "a probability below 1", open_hi=True),
+    "num_balance_tokens": Range(0, 1024, "0 turns Balance Tokens off"),
+    "num_queries": Range(1, 1024, "moment queries"),
+}
+
+
 @dataclass
 class CorebaConfig(_JsonMixin):
     """The model's architecture. Defaults are the paper's (Sec. IV-B) and QD-DETR's."""
@@ -95,6 +171,10 @@ class CorebaConfig(_JsonMixin):
     dropout: float = 0.1
     input_dropout: float = 0.5
     activation: Literal["prelu", "relu", "gelu"] = "prelu"  # QD-DETR's layers use PReLU
+    # input MLPs (LayerNorm, dropout, Linear, ReLU blocks): the paper's "3-layer MLPs"; QD-DETR's n_input_proj is 2
+    num_input_proj_layers: int = 3
+    # QD-DETR's use_txt_pos: a learned position per query token, added to the text keys of the T2V layers
+    text_position_embedding: bool = False
 
     # Balance Tokens (Sec. III-A)
     num_balance_tokens: int = 7
@@ -120,38 +200,73 @@ class CorebaConfig(_JsonMixin):
         self.validate()
 
     def validate(self) -> None:
-        positive = ["video_dim", "text_dim", "max_video_len", "max_text_len", "hidden_dim", "num_heads",
-                    "ffn_dim", "num_recurrent", "num_saliency_layers", "num_decoder_layers", "num_queries",
-                    "num_qd_layers"]
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"CorebaConfig.{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.num_balance_tokens, int) or self.num_balance_tokens < 0:
-            raise ConfigError(f"CorebaConfig.num_balance_tokens must be >= 0, got {self.num_balance_tokens!r}")
+        """Every field's type (from its annotation) and range (:data:`COREBA_RANGES`), then the relations between
+        fields; raises :class:`ConfigError` naming the field. A config.json is read through here, so a bad value
+        is refused before any tensor is allocated."""
+        check_fields(self, COREBA_RANGES)
         if self.hidden_dim % self.num_heads:
             raise ConfigError(f"hidden_dim {self.hidden_dim} is not divisible by num_heads {self.num_heads}")
         if self.hidden_dim % 2:
             raise ConfigError(f"hidden_dim must be even for the sine position embedding, got {self.hidden_dim}")
-        for name in ("dropout", "input_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"CorebaConfig.{name} must be in [0, 1), got {value!r}")
-        if self.clip_length <= 0:
-            raise ConfigError(f"CorebaConfig.clip_length must be > 0, got {self.clip_length!r}")
-        choices = {
-            "encoder_type": ("cfc", "qd_detr"),
-            "recurrent_mode": ("recurrent", "stacked"),
-            "self_attention": ("shared", "separate", "none"),
-            "activation": ("prelu", "relu", "gelu"),
-            "attention_backend": ATTENTION_BACKENDS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"CorebaConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.text_position_embedding and self.encoder_type != "qd_detr":
+            raise ConfigError("CorebaConfig.text_position_embedding (QD-DETR's use_txt_pos) exists only for "
+                              f"encoder_type='qd_detr', got encoder_type={self.encoder_type!r}")
 
     def replace(self, **changes: Any) -> CorebaConfig:
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> CorebaConfig:
+        """The config of a paper row (see :data:`PRESETS`), with ``overrides`` (e.g. feature dims) on top."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name].changes, **overrides})
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named config: the paper row it reproduces and its changes from the defaults (the paper's model)."""
+
+    row: str
+    changes: Mapping[str, Any]
+
+
+# Rows of Table V keep everything outside the fusion part as COREBA's (3-block input MLPs, 2 saliency-encoder
+# layers, 2 decoder layers), so two rows differ only in the designs the table names. "qd_detr" rows use
+# QD-DETR's text-to-video cross-attention layers (Sec. IV-E4: "a QD-DETR baseline model with one cross-modal
+# fusion layer"). Table III qd3/qd4 ("3 and 4 fusion layers introduced in QD-DETR, along with the same number of
+# Balance Tokens") are single passes: QD-DETR has no recurrence, and the rows compare parameter counts, which
+# recurrence would not change.
+_QD = {"encoder_type": "qd_detr", "num_qd_layers": 1}
+_CFC = {"encoder_type": "cfc"}
+_NB, _NR = "num_balance_tokens", "num_recurrent"
+PRESETS: dict[str, Preset] = {
+    "coreba": Preset("Table I COREBA (= Table II N_b=7, III (e), IV REC_3, V (i))", {}),
+    **{f"table2_nb{n}": Preset(f"Table II, N_b = {n}", {_NB: n}) for n in (0, 1, 3, 5, 7, 9)},
+    "table3_qd3": Preset("Table III (qd3): N_tv=0, N_vt=3, N_s=0", {**_QD, "num_qd_layers": 3, _NR: 1, _NB: 7}),
+    "table3_qd4": Preset("Table III (qd4): N_tv=0, N_vt=4, N_s=0", {**_QD, "num_qd_layers": 4, _NR: 1, _NB: 7}),
+    "table3_a": Preset("Table III (a): no TV-block", {"use_tv_block": False}),
+    "table3_b": Preset("Table III (b): no self-attention block", {"self_attention": "none"}),
+    "table3_c": Preset("Table III (c): two VT-blocks", {"share_vt_block": False}),
+    "table3_d": Preset("Table III (d): two self-attention blocks", {"self_attention": "separate"}),
+    "table3_e": Preset("Table III (e): one TV, one shared VT, one shared SA (COREBA)", {}),
+    **{f"table4_rec{n}": Preset(f"Table IV REC_{n}: 1 CFC module, {n} recurrent turns",
+                                {_NR: n, "recurrent_mode": "recurrent"}) for n in (2, 3, 4, 5)},
+    **{f"table4_mod{n}": Preset(f"Table IV MOD_{n}: {n} CFC modules, no recurrence",
+                                {_NR: n, "recurrent_mode": "stacked"}) for n in (2, 3, 4, 5)},
+    "table5_a": Preset("Table V (a): QD-DETR baseline (no RAM, CFC or BAT)", {**_QD, _NR: 1, _NB: 0}),
+    "table5_b": Preset("Table V (b): RAM", {**_QD, _NR: 3, _NB: 0}),
+    "table5_c": Preset("Table V (c): CFC", {**_CFC, _NR: 1, _NB: 0}),
+    "table5_d": Preset("Table V (d): BAT", {**_QD, _NR: 1, _NB: 7}),
+    "table5_e": Preset("Table V (e): RAM + CFC", {**_CFC, _NR: 3, _NB: 0}),
+    "table5_f": Preset("Table V (f): RAM + BAT", {**_QD, _NR: 3, _NB: 7}),
+    "table5_g": Preset("Table V (g): CFC + BAT", {**_CFC, _NR: 1, _NB: 7}),
+    "table5_i": Preset("Table V (i): RAM + CFC + BAT (COREBA)", {**_CFC, _NR: 3, _NB: 7}),
+    # Not a paper row: QD-DETR's released model (its enc_layers = 2 sets both the T2V and the saliency encoder).
+    "qd_detr": Preset("QD-DETR as released (not a paper row)",
+                      {**_QD, "num_qd_layers": 2, "num_saliency_layers": 2, _NR: 1, _NB: 0,
+                       "num_input_proj_layers": 2}),
+}
 
 
 @dataclass

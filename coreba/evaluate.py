@@ -167,70 +167,124 @@ def _eval_hl(saliency: dict[Any, np.ndarray], gt_scores: dict[Any, np.ndarray]) 
 
 def _gt_saliency(gt: dict) -> np.ndarray:
     """(#clips, 3) annotator scores over the whole video; clips outside ``relevant_clip_ids`` score 0."""
-    scores = np.zeros((int(gt["duration"] / CLIP_LENGTH), 3))
-    scores[np.asarray(gt["relevant_clip_ids"], dtype=int)] = gt["saliency_scores"]
+    scores = np.zeros((_num_clips(gt), 3))
+    if "relevant_clip_ids" not in gt:
+        raise ValueError(f"{_label(gt, 'ground truth')}: saliency_scores without relevant_clip_ids")
+    ids = _as_array(gt["relevant_clip_ids"], gt, "ground truth", "relevant_clip_ids", 1, allow_empty=True)
+    labels = _as_array(gt["saliency_scores"], gt, "ground truth", "saliency_scores", 2, allow_empty=True)
+    if ids.size and ((ids != np.round(ids)).any() or (ids < 0).any() or (ids >= len(scores)).any()):
+        raise ValueError(f"{_label(gt, 'ground truth')}: relevant_clip_ids must be clip indices in "
+                         f"0..{len(scores) - 1} (a {gt['duration']} s video)")
+    if labels.shape != (len(ids), 3) and ids.size:
+        raise ValueError(f"{_label(gt, 'ground truth')}: saliency_scores must hold 3 scores for each of the "
+                         f"{len(ids)} relevant_clip_ids, got shape {labels.shape}")
+    if ids.size:
+        scores[ids.astype(int)] = labels
     return scores
 
 
 # ----------------------------------------------------------------------------- validation
+class JsonLine(dict):
+    """A record read by :func:`load_jsonl`, which remembers where it came from (``where``: "file:line"), so
+    every error about it can name the file and the line."""
+
+    where: str | None = None
+
+
+def _label(record: Any, what: str) -> str:
+    """"file:line: submission qid 3" (or without the location for records not read from a file)."""
+    where = getattr(record, "where", None)
+    qid = record.get("qid") if isinstance(record, dict) else None
+    return (f"{where}: " if where else "") + f"{what} qid {qid!r}"
+
+
 def _has_key(records: Sequence[dict], key: str, what: str) -> bool:
     """Whether every record has ``key`` (False if none does); a partial presence is an error."""
-    missing = [r.get("qid") for r in records if key not in r]
+    missing = [r for r in records if key not in r]
     if missing and len(missing) < len(records):
-        raise ValueError(f"{what} qid {missing[0]!r}: no {key!r} although other entries have it")
+        raise ValueError(f"{_label(missing[0], what)}: no {key!r} although other entries have it")
     return not missing
 
 
-def _as_array(value: Any, qid: Any, key: str, ndim: int) -> np.ndarray:
-    """``value`` as a finite float array of ``ndim`` dims, or a ValueError naming the query."""
+def _as_array(value: Any, record: dict, what: str, key: str, ndim: int, allow_empty: bool = False) -> np.ndarray:
+    """``value`` as a finite float array of ``ndim`` dims, or a ValueError naming the record."""
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"submission qid {qid!r}: {key} is not numeric ({e})") from None
+        raise ValueError(f"{_label(record, what)}: {key} is not numeric ({e})") from None
+    if arr.size == 0 and allow_empty:
+        return arr.reshape((0,) * ndim)
     if arr.ndim != ndim or arr.size == 0 or not np.isfinite(arr).all():
-        raise ValueError(f"submission qid {qid!r}: {key} must be a non-empty {ndim}-D list of finite numbers")
+        raise ValueError(f"{_label(record, what)}: {key} must be a non-empty {ndim}-D list of finite numbers")
     return arr
 
 
+def _num_clips(gt: dict) -> int:
+    """Clips of the video, from its ``duration`` (seconds)."""
+    duration = gt.get("duration")
+    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 < duration < float("inf"):
+        raise ValueError(f"{_label(gt, 'ground truth')}: duration must be a finite number of seconds > 0, "
+                         f"got {duration!r}")
+    return int(duration / CLIP_LENGTH)
+
+
 def _check_qids(submission: Sequence[dict], ground_truth: Sequence[dict]) -> dict[Any, dict]:
-    """GT by qid, after checking that both sides hold the same queries, each once."""
+    """GT by qid, after checking that both sides hold the same queries, each once, with a usable qid."""
     for what, records in (("submission", submission), ("ground truth", ground_truth)):
         seen = set()
-        for r in records:
+        for i, r in enumerate(records):
+            if not isinstance(r, dict):
+                where = getattr(r, "where", None) or f"{what} entry {i}"
+                raise ValueError(f"{where}: expected a JSON object, got {type(r).__name__}")
             if "qid" not in r:
-                raise ValueError(f"{what} entry without 'qid': {str(r)[:80]}")
-            if r["qid"] in seen:
-                raise ValueError(f"{what} has qid {r['qid']!r} more than once")
-            seen.add(r["qid"])
+                raise ValueError(f"{_label(r, what)}: entry without 'qid': {str(r)[:80]}")
+            qid = r["qid"]
+            if isinstance(qid, bool) or not isinstance(qid, (int, str)):
+                raise ValueError(f"{_label(r, what)}: qid must be a string or an integer, got "
+                                 f"{type(qid).__name__}")
+            if qid in seen:
+                raise ValueError(f"{_label(r, what)}: {what} has qid {qid!r} more than once")
+            seen.add(qid)
     gt_by_qid = {g["qid"]: g for g in ground_truth}
-    pred_qids = {s["qid"] for s in submission}
-    missing = [q for q in gt_by_qid if q not in pred_qids]
-    extra = [q for q in pred_qids if q not in gt_by_qid]
+    pred_by_qid = {s["qid"]: s for s in submission}
+    missing = [q for q in gt_by_qid if q not in pred_by_qid]
+    extra = [q for q in pred_by_qid if q not in gt_by_qid]
     if missing:
-        raise ValueError(f"submission misses {len(missing)} ground-truth qids, e.g. {missing[:5]}")
+        raise ValueError(f"{_label(gt_by_qid[missing[0]], 'ground truth')}: submission misses {len(missing)} "
+                         f"ground-truth qids, e.g. {missing[:5]}")
     if extra:
-        raise ValueError(f"submission has {len(extra)} qids not in the ground truth, e.g. {extra[:5]}")
+        raise ValueError(f"{_label(pred_by_qid[extra[0]], 'submission')}: submission has {len(extra)} qids not in "
+                         f"the ground truth, e.g. {extra[:5]}")
     return gt_by_qid
 
 
 def _pred_windows(entry: dict) -> np.ndarray:
     """(P, 3) [start, end, score] of one submission entry, validated."""
-    windows = _as_array(entry["pred_relevant_windows"], entry["qid"], "pred_relevant_windows", 2)
+    windows = _as_array(entry["pred_relevant_windows"], entry, "submission", "pred_relevant_windows", 2)
     if windows.shape[1] != 3 or (windows[:, 1] < windows[:, 0]).any():
-        raise ValueError(
-            f"submission qid {entry['qid']!r}: pred_relevant_windows must be [start, end, score] with start <= end"
-        )
+        raise ValueError(f"{_label(entry, 'submission')}: pred_relevant_windows must be [start, end, score] with "
+                         "start <= end")
+    return windows
+
+
+def _gt_windows(gt: dict) -> np.ndarray:
+    """(G, 2) [start, end] of one ground-truth entry, validated."""
+    windows = _as_array(gt["relevant_windows"], gt, "ground truth", "relevant_windows", 2, allow_empty=True)
+    if not windows.size:
+        raise ValueError(f"{_label(gt, 'ground truth')} has no relevant_windows")
+    if windows.shape[1] != 2 or (windows[:, 1] < windows[:, 0]).any():
+        raise ValueError(f"{_label(gt, 'ground truth')}: relevant_windows must be [start, end] with start <= end")
     return windows
 
 
 def _pred_saliency(entry: dict, gt: dict) -> np.ndarray:
     """(#clips,) saliency of one submission entry, validated against the video's clip count."""
-    scores = _as_array(entry["pred_saliency_scores"], entry["qid"], "pred_saliency_scores", 1)
+    scores = _as_array(entry["pred_saliency_scores"], entry, "submission", "pred_saliency_scores", 1)
     if "duration" in gt:
-        num_clips = int(gt["duration"] / CLIP_LENGTH)
+        num_clips = _num_clips(gt)
         if abs(len(scores) - num_clips) > SALIENCY_LEN_SLACK:
             raise ValueError(
-                f"submission qid {entry['qid']!r}: {len(scores)} pred_saliency_scores, expected "
+                f"{_label(entry, 'submission')}: {len(scores)} pred_saliency_scores, expected "
                 f"{num_clips} (one per {CLIP_LENGTH} s clip of a {gt['duration']} s video)"
             )
     return scores
@@ -257,11 +311,7 @@ def evaluate(submission: list[dict], ground_truth: list[dict], verbose: bool = F
     brief: dict[str, float] = {}
     if do_mr:
         preds = {s["qid"]: _pred_windows(s) for s in submission}
-        gts = {}
-        for q, g in gt_by_qid.items():
-            gts[q] = np.asarray(g["relevant_windows"], dtype=float).reshape(-1, 2)
-            if not len(gts[q]):
-                raise ValueError(f"ground truth qid {q!r} has no relevant_windows")
+        gts = {q: _gt_windows(g) for q, g in gt_by_qid.items()}
         for name, length_range in LENGTH_RANGES.items():
             start = time.perf_counter()
             split = _windows_in_range(gts, length_range)
@@ -289,10 +339,29 @@ def evaluate(submission: list[dict], ground_truth: list[dict], verbose: bool = F
     return {"brief": brief, **dict(sorted(metrics.items()))}
 
 
-def load_jsonl(path: str | Path) -> list[dict]:
-    """One dict per non-empty line (QVHighlights files end without a newline)."""
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def load_jsonl(path: str | Path) -> list[JsonLine]:
+    """One dict per non-empty line (QVHighlights files end without a newline), each remembering its file and
+    line; a line that is not a JSON object is a ValueError naming both."""
+    records = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(value).__name__}")
+            record = JsonLine(value)
+            record.where = where
+            records.append(record)
+    return records
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -303,7 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="metrics JSON path (default: stdout)")
     parser.add_argument("--verbose", action="store_true", help="per-split timing on stderr")
     args = parser.parse_args(argv)
-    metrics = evaluate(load_jsonl(args.submission), load_jsonl(args.gt), verbose=args.verbose)
+    try:
+        metrics = evaluate(load_jsonl(args.submission), load_jsonl(args.gt), verbose=args.verbose)
+    except (ValueError, OSError) as err:  # bad content (named by file and line), unreadable file
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)  # one line, whatever the message holds
+        return 1
     text = json.dumps(metrics, indent=4)
     if args.out is None:
         print(text)

@@ -13,6 +13,13 @@ from coreba.config import CorebaConfig
 INPUT_NAMES: tuple[str, ...] = ("video_feats", "video_mask", "text_feats", "text_mask")
 OUTPUT_NAMES: tuple[str, ...] = ("pred_logits", "pred_spans", "saliency_scores")
 
+# The end-to-end graph: the same model with the post-processing inside. One more input, the video's duration
+# (B,) float32 seconds, and the user's answer out (layout: coreba.answer): moments (B, K, 3) [start_s, end_s,
+# score] sorted by score, saliency (B, Lv) of the valid clips packed to the front, num_clips (B, 1) int32.
+DURATION = "duration"
+END_TO_END_INPUT_NAMES: tuple[str, ...] = (*INPUT_NAMES, DURATION)
+ANSWER_NAMES: tuple[str, ...] = ("moments", "saliency", "num_clips")
+
 # axis index -> symbolic name; the same vocabulary as the docstrings (B, Lv, Lt)
 INPUT_AXES: dict[str, dict[int, str]] = {
     "video_feats": {0: "batch", 1: "num_clips"},
@@ -24,6 +31,12 @@ OUTPUT_AXES: dict[str, dict[int, str]] = {
     "pred_logits": {0: "batch"},
     "pred_spans": {0: "batch"},
     "saliency_scores": {0: "batch", 1: "num_clips"},
+}
+END_TO_END_INPUT_AXES: dict[str, dict[int, str]] = {**INPUT_AXES, DURATION: {0: "batch"}}
+ANSWER_AXES: dict[str, dict[int, str]] = {
+    "moments": {0: "batch"},
+    "saliency": {0: "batch", 1: "num_clips"},
+    "num_clips": {0: "batch"},
 }
 
 
@@ -38,3 +51,11 @@ def make_feeds(cfg: CorebaConfig, video_lens: tuple[int, ...], text_lens: tuple[
         "text_feats": rng.standard_normal((B, Lt, cfg.text_dim), dtype=np.float32),
         "text_mask": np.arange(Lt)[None] < np.asarray(text_lens)[:, None],
     }
+
+
+def make_durations(cfg: CorebaConfig, video_lens: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """(B,) float32 seconds: each video's valid clips times the clip length, less up to half a clip (a video
+    rarely ends on a clip boundary), so the times differ from a multiple of the clip length."""
+    rng = np.random.default_rng(seed)
+    lens = np.asarray(video_lens, dtype=np.float64)
+    return (lens * cfg.clip_length - rng.uniform(0, cfg.clip_length / 2, lens.shape)).astype(np.float32)

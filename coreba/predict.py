@@ -2,7 +2,10 @@
 
 :func:`predict_dataset` is the one implementation of "run the model over a loader and post-process"; the
 training loop's evaluation calls it too, so the numbers logged during training are the numbers this CLI
-would produce. Usage::
+would produce. Both write times with QD-DETR's QVHighlights rule (``mode="qvhighlights"`` of
+:func:`coreba.postprocess.postprocess`: windows in [0, 150] s on multiples of the 2 s clip, scores to 4
+decimals), so the metrics compare with QD-DETR's and the leaderboard's; ``--times exact`` writes exact times
+instead. Usage::
 
     python -m coreba.predict --checkpoint run/best --annotations highlight_val_release.jsonl \\
         --video-feature-dirs features/slowfast_features features/clip_features \\
@@ -23,14 +26,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from coreba.answer import unpack_answer
 from coreba.config import CorebaConfig
 from coreba.data import DataConfig, QVHighlightsDataset, collate_batch
 from coreba.device import default_device
 from coreba.engines.base import Engine
 from coreba.evaluate import evaluate, load_jsonl
-from coreba.interface import OUTPUT_NAMES
+from coreba.interface import ANSWER_NAMES, DURATION, OUTPUT_NAMES
 from coreba.model import Coreba
-from coreba.postprocess import DEFAULT_TOP_K, postprocess
+from coreba.postprocess import DEFAULT_TOP_K, POSTPROCESS_MODES, PostprocessMode, postprocess
 from coreba.progress import progress_bar
 
 DEFAULT_BATCH_SIZE = 32
@@ -49,20 +53,21 @@ def data_config_for(model_config: CorebaConfig, annotations: str | Path, video_f
 
 
 def _submission_lines(outputs: dict[str, np.ndarray], video_mask: np.ndarray, meta: list[dict[str, Any]],
-                      clip_length: float, top_k: int) -> list[dict[str, Any]]:
+                      clip_length: float, top_k: int, mode: PostprocessMode) -> list[dict[str, Any]]:
     """One batch of raw outputs (numpy) -> its submission lines, in seconds of each annotation's duration."""
     results = postprocess(outputs["pred_logits"], outputs["pred_spans"], outputs["saliency_scores"], video_mask,
-                          durations=[m["duration"] for m in meta], clip_length=clip_length, top_k=top_k)
+                          durations=[m["duration"] for m in meta], clip_length=clip_length, top_k=top_k, mode=mode)
     return [r.to_submission(**{k: m[k] for k in SUBMISSION_META}) for r, m in zip(results, meta, strict=True)]
 
 
 @torch.inference_mode()
 def predict_dataset(model: nn.Module, loader: Iterable[dict[str, Any]], *, top_k: int = DEFAULT_TOP_K,
-                    progress: bool = False) -> list[dict[str, Any]]:
+                    progress: bool = False, mode: PostprocessMode = "qvhighlights") -> list[dict[str, Any]]:
     """One submission line per query of ``loader`` (batches from :func:`~coreba.data.collate_batch`).
 
-    Windows are in seconds of each annotation's ``duration``, clamped to it and sorted by score (top
-    ``top_k``); saliency has one score per valid clip. The model's train/eval mode is restored afterwards.
+    Windows are in seconds of each annotation's ``duration``, sorted by score (top ``top_k``), written with
+    ``mode`` (default: QD-DETR's QVHighlights rule); saliency has one score per valid clip. The model's
+    train/eval mode is restored afterwards.
     """
     was_training = model.training
     model.eval()
@@ -74,20 +79,33 @@ def predict_dataset(model: nn.Module, loader: Iterable[dict[str, Any]], *, top_k
             inputs = {k: v.to(device, non_blocking=True) for k, v in batch["model_inputs"].items()}
             out = model(**inputs)
             outputs = {k: out[k].float().cpu().numpy() for k in OUTPUT_NAMES}
-            lines += _submission_lines(outputs, inputs["video_mask"].cpu().numpy(), batch["meta"], clip_length, top_k)
+            lines += _submission_lines(outputs, inputs["video_mask"].cpu().numpy(), batch["meta"], clip_length, top_k,
+                                       mode)
     finally:
         model.train(was_training)
     return lines
 
 
 def predict_dataset_with_engine(engine: Engine, loader: Iterable[dict[str, Any]], clip_length: float, *,
-                                top_k: int = DEFAULT_TOP_K, progress: bool = False) -> list[dict[str, Any]]:
+                                top_k: int = DEFAULT_TOP_K, progress: bool = False,
+                                mode: PostprocessMode = "qvhighlights") -> list[dict[str, Any]]:
     """:func:`predict_dataset` through any :mod:`coreba.engines` engine (numpy in, numpy out), so an exported,
-    quantized or bf16 model is scored by exactly the code that scores the eager one (the accuracy gates)."""
+    quantized or bf16 model is scored by exactly the code that scores the eager one (the accuracy gates).
+
+    An engine on an END-TO-END graph (its outputs are the answer, post-processed inside the graph in the "exact"
+    mode with its own K) is read with :func:`coreba.answer.unpack_answer` instead; ``top_k`` and ``mode`` then do
+    not apply, so compare such an engine only with another end-to-end one."""
     lines: list[dict[str, Any]] = []
     for batch in progress_bar(loader, progress, desc="predict", leave=False):
+        meta = batch["meta"]
         feeds = {k: v.numpy() for k, v in batch["model_inputs"].items()}
-        lines += _submission_lines(engine.run(feeds), feeds["video_mask"], batch["meta"], clip_length, top_k)
+        feeds[DURATION] = np.array([m["duration"] for m in meta], dtype=np.float32)  # taken by end-to-end graphs
+        outputs = engine.run(feeds)
+        if ANSWER_NAMES[0] in outputs:
+            lines += [r.to_submission(**{k: m[k] for k in SUBMISSION_META})
+                      for r, m in zip(unpack_answer(outputs), meta, strict=True)]
+        else:
+            lines += _submission_lines(outputs, feeds["video_mask"], meta, clip_length, top_k, mode)
     return lines
 
 
@@ -121,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default=None, help="default: cuda when present, else cpu")
+    parser.add_argument("--times", choices=POSTPROCESS_MODES, default="qvhighlights",
+                        help="qvhighlights (default): QD-DETR's submission rule, windows on multiples of the clip "
+                             "length within [0, 150] s and scores to 4 decimals; exact: unrounded times")
     parser.add_argument("--evaluate", action="store_true",
                         help="also score the submission against --annotations (needs a labelled split)")
     args = parser.parse_args(argv)
@@ -129,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = Coreba.from_pretrained(args.checkpoint, map_location=device)
     loader = build_predict_loader(model.config, args.annotations, args.video_feature_dirs, args.text_feature_dir,
                                   args.batch_size, args.num_workers)
-    lines = predict_dataset(model, loader, progress=True)
+    lines = predict_dataset(model, loader, progress=True, mode=args.times)
     write_jsonl(args.out, lines)
     print(f"wrote {len(lines)} predictions to {args.out}")
     if args.evaluate:

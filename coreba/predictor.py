@@ -3,8 +3,11 @@
     predictor = Predictor.from_pretrained("artifacts/coreba.onnx", engine="onnxruntime")
     predictor = Predictor.from_pretrained("artifacts/coreba.onnx", engine="openvino", precision="bf16")
     results = predictor.predict([video_feats], [text_feats], durations=[150.0])
-    results[0].moments    # [[start_s, end_s, score], ...] sorted by score
+    results[0].moments    # [[start_s, end_s, score], ...] sorted by score, exact times
     results[0].saliency   # one score per valid 2 s clip
+
+Times are exact by default (``mode="exact"`` of :func:`coreba.postprocess.postprocess`); ``mode="qvhighlights"``
+writes them with QD-DETR's QVHighlights submission rule (multiples of the clip length, 4-decimal scores).
 
 Inputs of different lengths are validated, padded into one batch with masks (exact: a sample's output
 does not depend on its padding or batch-mates), run by the engine, and post-processed by
@@ -14,6 +17,7 @@ does not depend on its padding or batch-mates), run by the engine, and post-proc
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,9 +25,10 @@ import numpy as np
 import torch
 
 from coreba.config import CorebaConfig
-from coreba.engines import ENGINE_NAMES, Engine, load_engine
+from coreba.engines import ENGINE_NAMES, Engine, load_engine, model_file_metadata
 from coreba.model.validation import InputError, validate_inputs
-from coreba.postprocess import DEFAULT_TOP_K, QueryResult, postprocess
+from coreba.onnx_io import config_of, graph_of
+from coreba.postprocess import DEFAULT_TOP_K, PostprocessMode, QueryResult, postprocess
 
 
 def config_for(path: str | Path, engine: str) -> CorebaConfig:
@@ -39,22 +44,65 @@ def config_for(path: str | Path, engine: str) -> CorebaConfig:
         sidecar = path.with_suffix(".json")
         if not sidecar.is_file():
             raise FileNotFoundError(f"no {sidecar} beside the TensorRT plan (export/to_tensorrt.py writes it)")
-        return CorebaConfig.from_dict(json.loads(sidecar.read_text())["config"])
-    if not path.is_file():
-        raise FileNotFoundError(f"no {'OpenVINO IR' if path.suffix == '.xml' else 'ONNX model'} at {path}")
-    if path.suffix == ".xml":
-        from coreba.engines.openvino_engine import read_rt_info
+        sidecar_data = json.loads(sidecar.read_text())
+        if sidecar_data.get("graph") == "end_to_end":
+            raise ValueError(f"{path} is built from an end-to-end graph (its outputs are already the answer, for "
+                             "serving); the Predictor runs the raw graph: build the plan from an export without "
+                             "--end-to-end")
+        return CorebaConfig.from_dict(sidecar_data["config"])
+    metadata = model_file_metadata(path)  # an ONNX file, or an OpenVINO IR from export/quantize.py
+    if graph_of(metadata) == "end_to_end":
+        raise ValueError(f"{path} is an end-to-end graph (its outputs are already the answer, for serving); the "
+                         "Predictor runs the raw graph: export it with export/to_onnx.py without --end-to-end")
+    return config_of(metadata, path)
 
-        text = read_rt_info(path, "config")
-        if text is None:
-            raise ValueError(f"{path} has no coreba/config rt_info: write it with export/quantize.py")
-        return CorebaConfig.from_json(text)
-    import onnx
 
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    if "config" not in meta:
-        raise ValueError(f"{path} has no 'config' metadata: export it with export/to_onnx.py")
-    return CorebaConfig.from_json(meta["config"])
+REAL_KINDS = "fiu"  # numpy dtype kinds of real numbers: float, signed and unsigned int (bool and complex are not)
+
+
+def as_samples(name: str, items: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """One array per sample, each of real numbers. A stacked array is refused rather than split along its first
+    axis: a padded (B, L, D) batch would have its padding taken for clips and tokens, silently."""
+    if isinstance(items, (np.ndarray, torch.Tensor)):
+        raise InputError(f"{name} must be a list with one (L, D) array per sample, got one array of shape "
+                         f"{tuple(items.shape)}: a stacked batch hides each sample's length; pass a list, or a "
+                         "padded batch with its masks to predict_padded")
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise InputError(f"{name} must be a list with one (L, D) array per sample, got {type(items).__name__}")
+    samples = []
+    for i, x in enumerate(items):
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as err:
+            raise InputError(f"{name}[{i}] is not an array of numbers ({err})") from None
+        if x.dtype.kind not in REAL_KINDS:
+            raise InputError(f"{name}[{i}] must hold real numbers, got dtype {x.dtype}")
+        samples.append(x)
+    return samples
+
+
+def check_durations(durations: Sequence[float] | None, batch: int) -> list[float] | None:
+    """One finite duration > 0 (seconds) per video, or None (then each video lasts its clips x clip length)."""
+    if durations is None:
+        return None
+    if isinstance(durations, (str, bytes)) or np.ndim(durations) != 1:
+        raise InputError(f"durations must be a list of one duration (seconds) per video, got {durations!r}"[:200])
+    values = np.asarray(durations)
+    if values.dtype.kind not in REAL_KINDS:
+        raise InputError(f"durations must be numbers (seconds), got dtype {values.dtype}")
+    if len(values) != batch:
+        raise InputError(f"got {len(values)} durations for {batch} videos")
+    for i, d in enumerate(values.tolist()):
+        if not (math.isfinite(d) and d > 0):
+            raise InputError(f"durations[{i}] must be a finite number of seconds > 0, got {d!r}")
+    return [float(d) for d in values.tolist()]
+
+
+def check_top_k(top_k: int) -> int:
+    """``top_k`` moments per query: an integer >= 1 (0 or a negative number would silently slice the list)."""
+    if isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise InputError(f"top_k must be an integer >= 1 (moments returned per query), got {top_k!r}")
+    return int(top_k)
 
 
 def pad_batch(cfg: CorebaConfig, videos: Sequence[np.ndarray], texts: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
@@ -102,22 +150,27 @@ class Predictor:
         validate_inputs(self.config, t["video_feats"], t["video_mask"], t["text_feats"], t["text_mask"])
 
     def predict(self, video_feats: Sequence[np.ndarray], text_feats: Sequence[np.ndarray],
-                durations: Sequence[float] | None = None, top_k: int = DEFAULT_TOP_K) -> list[QueryResult]:
+                durations: Sequence[float] | None = None, top_k: int = DEFAULT_TOP_K,
+                mode: PostprocessMode = "exact") -> list[QueryResult]:
         """One (Lv_i, Dv) video and one (Lt_i, Dt) query per sample; ``durations`` in seconds (default:
-        valid clips x clip length)."""
-        if durations is not None and len(durations) != len(video_feats):
-            raise InputError(f"got {len(durations)} durations for {len(video_feats)} videos")
+        valid clips x clip length); ``mode``: "exact" times or QD-DETR's "qvhighlights" rule. Anything else than
+        that is an :class:`InputError` naming it."""
+        video_feats, text_feats = as_samples("video_feats", video_feats), as_samples("text_feats", text_feats)
+        durations = check_durations(durations, len(video_feats))
+        top_k = check_top_k(top_k)
         results: list[QueryResult] = []
         for start in range(0, len(video_feats), self.max_batch_size):
             stop = start + self.max_batch_size
             feeds = pad_batch(self.config, video_feats[start:stop], text_feats[start:stop])
-            results += self.predict_padded(feeds, None if durations is None else durations[start:stop], top_k)
+            results += self.predict_padded(feeds, None if durations is None else durations[start:stop], top_k, mode)
         return results
 
     def predict_padded(self, feeds: dict[str, np.ndarray], durations: Sequence[float] | None = None,
-                       top_k: int = DEFAULT_TOP_K) -> list[QueryResult]:
+                       top_k: int = DEFAULT_TOP_K, mode: PostprocessMode = "exact") -> list[QueryResult]:
         """An already padded batch (the four named inputs, bool masks)."""
         self.validate(feeds)
+        durations = check_durations(durations, len(feeds["video_mask"]))
+        top_k = check_top_k(top_k)
         out = self.engine.run(feeds)
         return postprocess(out["pred_logits"], out["pred_spans"], out["saliency_scores"], feeds["video_mask"],
-                           durations, clip_length=self.config.clip_length, top_k=top_k)
+                           durations, clip_length=self.config.clip_length, top_k=top_k, mode=mode)

@@ -23,7 +23,7 @@ from coreba.config import CorebaConfig, TrainConfig
 from coreba.data.synthetic import SyntheticPaths, generate_synthetic_dataset
 from coreba.evaluate import load_jsonl
 from coreba.model import Coreba
-from coreba.model.coreba import CONFIG_NAME, WEIGHTS_NAME
+from coreba.model.coreba import CONFIG_NAME, WEIGHTS_NAME, architecture_fingerprint
 from coreba.predict import build_predict_loader
 from coreba.training.data_sources import SyntheticSpec
 from coreba.training.loop import evaluate_model
@@ -55,7 +55,10 @@ BANNER = ("coreba: building the DEMO checkpoint - the full-size default model tr
 def demo_parameters() -> dict[str, Any]:
     """Everything the demo checkpoint depends on; the cache marker must equal it."""
     data = {k: list(v) if isinstance(v, tuple) else v for k, v in DEMO_DATA.items()}  # as JSON reads it back
-    return {"version": MARKER_VERSION, "model": CorebaConfig().to_dict(), "data": data, "train": DEMO_TRAIN,
+    # the architecture fingerprint changes with any change to the model's parameters or MODEL_REVISION, so a
+    # cache trained by older model code is retrained, not loaded
+    return {"version": MARKER_VERSION, "model": CorebaConfig().to_dict(),
+            "architecture": architecture_fingerprint(CorebaConfig()), "data": data, "train": DEMO_TRAIN,
             "train_only": TRAIN_ONLY_OVERRIDES, "threads": NUM_THREADS, "device": "cpu"}
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from coreba.config import CorebaConfig
 from coreba.evaluate import load_jsonl
+from coreba.interface import DURATION
 from coreba.predict import build_predict_loader
 
 SYNTHETIC = "synthetic"
@@ -71,10 +72,12 @@ def user_set(annotations: str | Path, video_feature_dirs: list[Path] | None,
 
 
 def calibration_feeds(eval_set: EvalSet, config: CorebaConfig, limit: int) -> list[Feeds]:
-    """The first ``limit`` queries of ``eval_set``, one query per feed (no padding in the statistics)."""
+    """The first ``limit`` queries of ``eval_set``, one query per feed (no padding in the statistics), with the
+    video's duration for an end-to-end graph (:func:`export.quantization.quantize` keeps what the graph takes)."""
     feeds = []
     for batch in eval_set.loader(config, batch_size=1):
-        feeds.append({k: v.numpy() for k, v in batch["model_inputs"].items()})
+        feeds.append({**{k: v.numpy() for k, v in batch["model_inputs"].items()},
+                      DURATION: np.array([m["duration"] for m in batch["meta"]], dtype=np.float32)})
         if len(feeds) == limit:
             break
     return feeds

@@ -38,6 +38,7 @@ import numpy as np
 import onnx
 
 from coreba.engines.isa import cpu_isa
+from coreba.onnx_io import CONFIG_KEY, GRAPH_KEY, TOP_K_KEY, metadata_of
 
 BACKENDS = ("openvino", "onnxruntime")
 Feeds = dict[str, np.ndarray]
@@ -83,6 +84,8 @@ def head_gemms(proto: onnx.ModelProto) -> list[str]:
     inputs = {i.name for i in proto.graph.input}
     heads: list[str] = []
     for output in proto.graph.output:
+        if output.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            continue  # an end-to-end graph's num_clips: a count of the mask, no head behind it
         seen: set[str] = set()
         queue, found = deque([output.name]), []
         while queue:
@@ -240,16 +243,24 @@ def quantize_onnxruntime(onnx_path: str | Path, feeds: Sequence[Feeds], output: 
 
 def quantize(onnx_path: str | Path, backend: str, feeds: Sequence[Feeds], output: Path, calibration: str,
              work_dir: Path) -> QuantizationReport:
-    """Quantize ``onnx_path`` with ``backend`` into ``output`` (an .xml for openvino, an .onnx for onnxruntime),
-    carrying the source's ``config`` metadata along so the Predictor and serving can read the model's dims."""
+    """Quantize ``onnx_path`` (a raw or an end-to-end graph) with ``backend`` into ``output`` (an .xml for openvino,
+    an .onnx for onnxruntime), carrying the source's config and graph metadata along so the Predictor and the served
+    model can read the model's dims. ``feeds`` may hold more inputs than the graph takes (a raw graph has no
+    duration)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not feeds:
         raise QuantizationError("no calibration data")
-    source = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-    if "config" not in source:
+    header = onnx.load(str(onnx_path), load_external_data=False)
+    source = metadata_of(header)
+    if CONFIG_KEY not in source:
         raise QuantizationError(f"{onnx_path} has no 'config' metadata: export it with export/to_onnx.py")
-    metadata = {"config": source["config"], "source_onnx": str(onnx_path)}
+    # what the engines, the Predictor and the served model read: the config, and which graph (raw or end-to-end,
+    # with its K) the file holds
+    metadata = {key: source[key] for key in (CONFIG_KEY, GRAPH_KEY, TOP_K_KEY) if key in source}
+    metadata["source_onnx"] = str(onnx_path)
+    graph_inputs = [i.name for i in header.graph.input]
+    feeds = [{name: feed[name] for name in graph_inputs} for feed in feeds]  # e.g. no duration for a raw graph
     if backend == "openvino":
         return quantize_openvino(onnx_path, feeds, output, calibration, metadata)
     return quantize_onnxruntime(onnx_path, feeds, output, calibration, metadata, work_dir)

@@ -4,6 +4,8 @@
         --output artifacts/coreba-int8-openvino.xml
     python export/quantize.py --onnx artifacts/coreba.onnx --backend onnxruntime --calibration synthetic \\
         --output artifacts/coreba-int8-onnxruntime.onnx
+    # for serving: an int8 model of the END-TO-END graph (the served model's), gated the same way
+    python export/quantize.py --onnx artifacts/coreba-e2e.onnx --backend openvino
     # real features: calibrate on train, gate on val (and on the synthetic set too, if the model is the demo's)
     python export/quantize.py --onnx model.onnx --backend openvino --calibration highlight_train_release.jsonl \\
         --gate-set highlight_val_release.jsonl --video-feature-dirs feats/slowfast feats/clip \\
@@ -26,10 +28,10 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from coreba.atomic import atomic_file  # noqa: E402
 from coreba.engines import load_engine  # noqa: E402
-from coreba.predictor import config_for  # noqa: E402
+from coreba.onnx_io import config_of, read_metadata  # noqa: E402
 from export.accuracy import GateSetTooSmall, accuracy_gate, require_gate_size, score_engine  # noqa: E402
-from export.atomic import atomic_output  # noqa: E402
 from export.datasets import SYNTHETIC, calibration_feeds, resolve_set  # noqa: E402
 from export.quantization import BACKENDS, QuantizationError, quantize  # noqa: E402
 
@@ -77,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_for(args.onnx, "onnxruntime")
+    config = config_of(read_metadata(args.onnx), args.onnx)  # a raw or an end-to-end graph
     dirs = (args.video_feature_dirs, args.text_feature_dir)
     calibration = resolve_set(args.calibration, "calibration", config, *dirs)
     gate_sets = [resolve_set(spec, "gate", config, *dirs) for spec in args.gate_set]
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"calibrating {args.backend} int8 on {len(feeds)} queries of {calibration.name}")
     reference = load_engine(args.backend, args.onnx, precision="fp32")
     with tempfile.TemporaryDirectory(prefix="coreba_quantize_") as work, \
-            atomic_output(args.output, COMPANIONS[args.backend]) as tmp:
+            atomic_file(args.output, COMPANIONS[args.backend]) as tmp:
         report = quantize(args.onnx, args.backend, feeds, tmp, calibration.name, Path(work))
         print(report.summary())
         candidate = load_engine(args.backend, tmp, precision="int8")

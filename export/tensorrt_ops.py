@@ -34,6 +34,8 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
+from coreba.onnx_io import read_onnx
+
 SOURCE = "onnx-tensorrt docs/operators.md @ 96e781103cfc4adf4a6bb557e94bac8e693f6f4c (TensorRT 10.1 GA)"
 MIN_OPSET, MAX_OPSET = 9, 20
 
@@ -259,7 +261,7 @@ class _Analyzer:
 def _load(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return model
-    return onnx.load(str(model), load_external_data=False)  # types and structure only: weights are not needed
+    return read_onnx(model, load_weights=False)  # types and structure only: weights are not needed
 
 
 def analyze_tensorrt_compatibility(model: str | Path | onnx.ModelProto) -> CompatibilityReport:

@@ -22,7 +22,10 @@ FlashAttention), so neither the scores, the concatenated keys nor an expanded ma
 What you will find here
 -----------------------
 * ``_balanced_attn_fwd``: the kernel (grid ``(cdiv(Lq, BLOCK_M), B * H)``).
-* ``_configs``: the autotuning search space (a single fixed config under ``TRITON_INTERPRET=1``).
+* ``_configs`` / ``_prune_configs`` / ``AUTOTUNE_KEY``: the autotuning search space (a single fixed config
+  under ``TRITON_INTERPRET=1``), its pruning, and its key (which includes a batch bucket).
+* ``launch_arguments``: the arguments of one launch, shared with the ahead-of-time compiler
+  (``python -m kernels.aot``, which compiles every config for sm_80/sm_90 without a GPU).
 * ``balanced_cross_attention_reference``: the same function in plain PyTorch (tests and fallback).
 * ``balanced_cross_attention``: the host wrapper (checks, allocates, builds the grid, launches).
 * ``triton_available``: whether the kernel can run on a device.
@@ -134,6 +137,7 @@ def _balanced_attn_fwd(
     # -- scalars and sizes
     qk_scale,  # softmax scale * log2(e)
     H, LQ, LT, LB,
+    BH_BUCKET,  # autotuning key only (B * H rows of the grid, to a power of two); the kernel never reads it
     # -- strides, in elements (the Dh stride is 1 for every tensor: the wrapper guarantees it)
     stride_qb, stride_qh, stride_qm,
     stride_ktb, stride_kth, stride_ktn,
@@ -159,12 +163,15 @@ def _balanced_attn_fwd(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    row_ok = offs_m < LQ
     dim_ok = offs_d < HEAD_DIM
 
-    # -- the query block, loaded once: (BLOCK_M, BLOCK_D)
-    q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :]
-    q = tl.load(q_ptrs, mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+    # -- the query block, loaded once: (BLOCK_M, BLOCK_D). Rows past LQ re-read row LQ - 1 instead of being
+    # masked: their results are never stored, and the row mask is then only needed by the final store. A
+    # mask needed at both ends of the kernel is a predicate held across the key loops: Triton 3.6's ptxas
+    # spilled it to local memory, and 5 of the 36 configs spilled before this (python -m kernels.aot, RESULTS.md).
+    rows = tl.minimum(offs_m, LQ - 1)
+    q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + rows[:, None] * stride_qm + offs_d[None, :]
+    q = tl.load(q_ptrs, mask=dim_ok[None, :], other=0.0)
 
     m_i = tl.full([BLOCK_M], MASK_VALUE, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -217,6 +224,7 @@ def _balanced_attn_fwd(
     l_safe = tl.where(l_i > 0.0, l_i, 1.0)
     out = acc / l_safe[:, None]
     o_ptrs = Out + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :]
+    row_ok = offs_m < LQ
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & dim_ok[None, :])
 
 
@@ -227,6 +235,14 @@ def _balanced_attn_fwd(
 # query blocks of 16..128 rows, text-key blocks of 16..64, 1..8 warps. Configs whose blocks are larger
 # than the (power-of-two rounded) problem are pruned before benchmarking. Under the interpreter
 # autotuning would multiply the (slow, ~1 s) launches, so a single fixed config is used there.
+#
+# The key holds the batch: how many programs a launch has (cdiv(Lq, BLOCK_M) * B * H) decides between
+# small blocks (more programs to fill the SMs at B=1) and large ones (less per-program overhead at
+# B=1024), so a config tuned at one batch must not be reused at a very different one. ``BH_BUCKET`` is
+# B * H rounded up to a power of two: one tuning per doubling of the batch, not one per batch size, and it
+# is excluded from specialisation (``do_not_specialize``) so that it never causes a recompile.
+
+AUTOTUNE_KEY = ("LQ", "LT", "LB", "HEAD_DIM", "BH_BUCKET")
 
 
 def _configs() -> list[Any]:
@@ -240,12 +256,28 @@ def _configs() -> list[Any]:
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=1) for bm, bn, w in shapes]
 
 
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
 def _prune_configs(configs: list[Any], named_args: dict[str, Any], **kwargs: Any) -> list[Any]:
     """Drop configs whose blocks exceed the problem (they only waste work); always keep one."""
-    max_m = max(16, triton.next_power_of_2(named_args["LQ"]))
-    max_n = max(16, triton.next_power_of_2(named_args["LT"]))
+    max_m = max(16, _next_power_of_2(named_args["LQ"]))
+    max_n = max(16, _next_power_of_2(named_args["LT"]))
     kept = [c for c in configs if c.kwargs["BLOCK_M"] <= max_m and c.kwargs["BLOCK_N"] <= max_n]
     return kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]))]
+
+
+def batch_bucket(batch: int, heads: int) -> int:
+    """The autotuning key's batch term: B * H (the grid's second axis) rounded up to a power of two."""
+    return _next_power_of_2(batch * heads)
+
+
+@functools.cache
+def _jitted(interpret: bool) -> Any:
+    """``_balanced_attn_fwd`` under ``triton.jit`` (the ahead-of-time compiler, kernels/aot.py, uses it bare)."""
+    del interpret  # only the cache key: triton.jit reads TRITON_INTERPRET itself
+    return triton.jit(_balanced_attn_fwd, do_not_specialize=["BH_BUCKET"])
 
 
 @functools.cache
@@ -255,13 +287,11 @@ def _kernel(interpret: bool) -> Any:
     Built here rather than with decorators so that the module imports without Triton; ``triton.jit``
     and ``_configs`` both read ``TRITON_INTERPRET`` now.
     """
-    del interpret  # only the cache key: the environment is read by _configs() and triton.jit
-    jitted = triton.jit(_balanced_attn_fwd)
     return triton.autotune(
         configs=_configs(),
-        key=["LQ", "LT", "LB", "HEAD_DIM"],
+        key=list(AUTOTUNE_KEY),
         prune_configs_by={"early_config_prune": _prune_configs},
-    )(jitted)
+    )(_jitted(interpret))
 
 
 # %%
@@ -401,6 +431,41 @@ def _unit_last_stride(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def launch_arguments(
+    q: Tensor, k_text: Tensor, v_text: Tensor, mask: Tensor, k_bal: Tensor, v_bal: Tensor, out: Tensor,
+    scale: float, Lb: int,
+) -> tuple[list[Any], dict[str, Any]]:
+    """The kernel's positional arguments and compile-time meta-parameters for one launch (one batch chunk).
+
+    ``mask`` is the text mask viewed as uint8; ``k_bal``/``v_bal`` are (B, H, Lb, Dh) views (any tensor
+    when ``Lb == 0``). Shared by the launch and by the ahead-of-time compiler (kernels/aot.py), so that
+    the compiled specialisation is the one a real launch gets.
+    """
+    B, H, Lq, Dh = q.shape
+    Lt = k_text.shape[2]
+    stride_kb = k_bal.stride()[:3] if Lb else (0, 0, 0)
+    stride_vb = v_bal.stride()[:3] if Lb else (0, 0, 0)
+    args = [
+        q, k_text, v_text, mask, k_bal, v_bal, out,
+        scale * _LOG2E, H, Lq, Lt, Lb, batch_bucket(B, H),
+        *q.stride()[:3],
+        *k_text.stride()[:3],
+        *v_text.stride()[:3],
+        *mask.stride(),
+        *stride_kb,
+        *stride_vb,
+        *out.stride()[:3],
+    ]
+    meta = {
+        "HEAD_DIM": Dh,
+        "BLOCK_D": max(16, _next_power_of_2(Dh)),
+        "BLOCK_B": min(64, max(16, _next_power_of_2(max(Lb, 1)))),
+        "MASK_VALUE": _MASK_VALUE,
+        "DOT_PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",
+    }
+    return args, meta
+
+
 def balanced_cross_attention(
     q: Tensor,
     k_text: Tensor,
@@ -425,7 +490,6 @@ def balanced_cross_attention(
     """
     _check_inputs(q, k_text, v_text, text_mask, k_bal, v_bal, out)
     B, H, Lq, Dh = q.shape
-    Lt = k_text.shape[2]
     k_bal, v_bal = _broadcast_balance(k_bal, B), _broadcast_balance(v_bal, B)
     Lb = 0 if k_bal is None else k_bal.shape[2]
     scale = Dh ** -0.5 if scale is None else float(scale)
@@ -447,34 +511,14 @@ def balanced_cross_attention(
         k_bal, v_bal = _unit_last_stride(k_bal), _unit_last_stride(v_bal)
 
     kernel = _kernel(interpret)
-    meta = {
-        "HEAD_DIM": Dh,
-        "BLOCK_D": max(16, triton.next_power_of_2(Dh)),
-        "BLOCK_B": min(64, max(16, triton.next_power_of_2(max(Lb, 1)))),
-        "MASK_VALUE": _MASK_VALUE,
-        "DOT_PRECISION": "ieee" if q.dtype == torch.float32 else "tf32",
-    }
     batch_per_launch = max(1, _MAX_GRID_Y // H)
     for b0 in range(0, B, batch_per_launch):
         b1 = min(B, b0 + batch_per_launch)
-        qc, ktc, vtc, mc = q[b0:b1], k_text[b0:b1], v_text[b0:b1], mask[b0:b1]
-        kbc, vbc, oc = k_bal[b0:b1], v_bal[b0:b1], out[b0:b1]
-        stride_kb = kbc.stride()[:3] if Lb else (0, 0, 0)
-        stride_vb = vbc.stride()[:3] if Lb else (0, 0, 0)
+        args, meta = launch_arguments(q[b0:b1], k_text[b0:b1], v_text[b0:b1], mask[b0:b1],
+                                      k_bal[b0:b1], v_bal[b0:b1], out[b0:b1], scale, Lb)
 
         def grid(meta: dict[str, Any], rows: int = (b1 - b0) * H) -> tuple[int, int]:
             return (triton.cdiv(Lq, meta["BLOCK_M"]), rows)
 
-        kernel[grid](
-            qc, ktc, vtc, mc, kbc, vbc, oc,
-            scale * _LOG2E, H, Lq, Lt, Lb,
-            *qc.stride()[:3],
-            *ktc.stride()[:3],
-            *vtc.stride()[:3],
-            *mc.stride(),
-            *stride_kb,
-            *stride_vb,
-            *oc.stride()[:3],
-            **meta,
-        )
+        kernel[grid](*args, **meta)
     return out

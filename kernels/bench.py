@@ -1,7 +1,8 @@
 """Benchmark the fused balanced cross-attention kernel against PyTorch on COREBA's real shapes.
 
-    python -m kernels.bench --out DIR            # a CUDA GPU; ~2-3 min on an H100
-    python -m kernels.bench --out DIR --dry-run  # 2 tiny shapes; on a CPU through Triton's interpreter
+    python -m kernels.bench --out DIR                      # a CUDA GPU; ~2-3 min on an H100 (never run yet)
+    python -m kernels.bench --out DIR --time-budget 55     # what scripts/gpu_check.sh runs: the most telling first
+    python -m kernels.bench --out DIR --dry-run            # 2 tiny shapes; on a CPU through Triton's interpreter
 
 Why these baselines: the model's VT-block can run on PyTorch's SDPA (whichever of the flash / efficient /
 cuDNN / math backends accepts a boolean key mask) or on the eager math path (matmul, masked_fill,
@@ -9,10 +10,15 @@ softmax, matmul). All of them get the model's layout: q, k, v are ``(B, L, H, Dh
 whose keys are ``[text || balance]``; the kernel reads the text and balance parts as slices of the same
 tensors (no copy), SDPA / eager get the whole keys and a ``(B, 1, 1, Lt + Lb)`` mask built beforehand.
 
-Each kernel result is checked against the reference before it is timed. Times are medians of
+Every backend's result (the kernel's, each SDPA backend's, eager's) is checked against the reference at
+the dtype's tolerance (``CHECK_TOL``: 1e-4 for fp32 rows) before it is timed; a miss is a failed row and
+the exit code is 1. Times are medians of
 ``triton.testing.do_bench`` (CUDA events). The achieved bandwidth counts q, k, v, the text mask and the
 output once each; it is compared with the device's copy bandwidth measured in the same run
-(``Tensor.copy_`` of a large buffer, read + write). Writes ``bench.csv`` and ``bench.json`` to --out.
+(``Tensor.copy_`` of a large buffer, read + write). Writes ``bench.csv`` and ``bench.json`` to --out, again
+after every shape (a run cut short keeps what it measured). Shapes go from the most telling (the model's
+full text length, B = 1, 32, 256, 1024, each dtype) to the least; ``--time-budget`` stops starting new
+shapes after that many seconds and lists the rest as skipped.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -73,13 +79,14 @@ class Row:
 
 
 def _shapes(dry_run: bool) -> list[Shape]:
+    """The shapes, most telling first: the model's full text (Lt 32) at every batch and dtype, then long
+    videos, then a one-token query."""
     if dry_run:
         return [Shape(B=2, Lq=20, Lt=5, Lb=3, dtype="fp32", H=2), Shape(B=1, Lq=75, Lt=32, Lb=7, dtype="fp16")]
-    shapes = []
-    for dtype in DTYPES:
-        for Lt, Lb in TEXT_SHAPES:
-            shapes += [Shape(B=B, Lq=75, Lt=Lt, Lb=Lb, dtype=dtype) for B in BATCHES]
-            shapes += [Shape(B=32, Lq=Lq, Lt=Lt, Lb=Lb, dtype=dtype) for Lq in LONG_VIDEOS]
+    (full_lt, full_lb), others = TEXT_SHAPES[-1], TEXT_SHAPES[:-1]
+    shapes = [Shape(B=B, Lq=75, Lt=full_lt, Lb=full_lb, dtype=d) for d in DTYPES for B in BATCHES]
+    shapes += [Shape(B=32, Lq=Lq, Lt=full_lt, Lb=full_lb, dtype=d) for Lq in LONG_VIDEOS[::-1] for d in DTYPES]
+    shapes += [Shape(B=B, Lq=75, Lt=Lt, Lb=Lb, dtype=d) for Lt, Lb in others for d in DTYPES for B in BATCHES]
     return shapes
 
 
@@ -184,11 +191,14 @@ def bench_shape(s: Shape, device: torch.device, timer, copy_gbps: float) -> list
     nbytes = moved_bytes(s)
     base = {f: getattr(s, f) for f in ("dtype", "B", "H", "Lq", "Lt", "Lb", "Dh")}
 
+    tolerance = CHECK_TOL[DTYPES[s.dtype]]
+
     def timed(impl: str, fn: Callable[[], Tensor]) -> Row:
+        """Check ``fn``'s output against the reference at the dtype's tolerance, then time it; every backend."""
         err = (fn().float() - ref).abs().max().item()
-        if impl == "triton" and not err <= CHECK_TOL[DTYPES[s.dtype]]:
-            return Row(**base, impl=impl, status="failed", reason=f"max abs error {err:.3g} vs reference",
-                       max_abs_err=err)
+        if not err <= tolerance:  # also catches NaN
+            return Row(**base, impl=impl, status="failed", max_abs_err=err,
+                       reason=f"max abs error {err:.3g} > {tolerance:g} ({s.dtype} tolerance) vs the reference")
         ms = timer(fn)
         gbps = nbytes / (ms * 1e-3) / 1e9
         return Row(**base, impl=impl, status="ok", ms=ms, gbps=gbps, pct_copy_bw=100 * gbps / copy_gbps,
@@ -221,6 +231,9 @@ def _print_table(rows: list[Row]) -> None:
         groups.setdefault((r.dtype, r.B, r.Lq, r.Lt, r.Lb), []).append(r)
     for (dtype, B, Lq, Lt, Lb), rs in groups.items():
         by = {r.impl: r for r in rs}
+        if "eager" not in by:  # not measured: skipped for the time budget
+            print(f"{dtype:5} {B:5d} {Lq:5d} {f'{Lt}+{Lb}':>6} | skipped: {by['triton'].reason}")
+            continue
         tri, eager = by["triton"], by["eager"]
         sdpa = [r for r in rs if r.impl.startswith("sdpa_") and r.status == "ok"]
         best = min(sdpa, key=lambda r: r.ms) if sdpa else None
@@ -237,11 +250,38 @@ def _json_value(v: object) -> object:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
+def write_results(out: Path, rows: list[Row], device_name: str, dry_run: bool, copy_gbps: float,
+                  elapsed: float) -> None:
+    """bench.csv and bench.json (every row so far, the device and the library versions)."""
+    import triton
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "bench.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(Row)])
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    meta = {
+        "device": device_name,
+        "dry_run": dry_run,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "copy_bandwidth_gbps": copy_gbps,
+        "elapsed_s": elapsed,
+        "notes": ("ms: median; gbps: bytes of q, k, v, text mask and output moved once / time; "
+                  "pct_copy_bw: gbps / copy_bandwidth_gbps; SDPA and eager get the concatenated keys and "
+                  "a prebuilt (B, 1, 1, Lt+Lb) mask, the kernel slices of the same tensors"),
+        "rows": [{k: _json_value(v) for k, v in asdict(r).items()} for r in rows],
+    }
+    (out / "bench.json").write_text(json.dumps(meta, indent=2, allow_nan=False))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for bench.csv and bench.json")
     parser.add_argument("--dry-run", action="store_true",
                         help="two tiny shapes, to check this script (on a CPU: through Triton's interpreter)")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds after which no new shape starts; the rest are listed as skipped (default: none)")
     args = parser.parse_args(argv)
 
     if torch.cuda.is_available():
@@ -269,30 +309,18 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[Row] = []
     for s in _shapes(args.dry_run):
+        elapsed = time.perf_counter() - t0
+        if args.time_budget is not None and elapsed > args.time_budget:
+            base = {f: getattr(s, f) for f in ("dtype", "B", "H", "Lq", "Lt", "Lb", "Dh")}
+            rows.append(Row(**base, impl="triton", status="skipped",
+                            reason=f"time budget ({args.time_budget:.0f} s, --time-budget) spent"))
+            continue
         rows += bench_shape(s, device, timer, copy_gbps)
+        write_results(args.out, rows, device_name, args.dry_run, copy_gbps, time.perf_counter() - t0)
     elapsed = time.perf_counter() - t0
 
     _print_table(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "bench.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
-    import triton
-
-    meta = {
-        "device": device_name,
-        "dry_run": args.dry_run,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "copy_bandwidth_gbps": copy_gbps,
-        "elapsed_s": elapsed,
-        "notes": ("ms: median; gbps: bytes of q, k, v, text mask and output moved once / time; "
-                  "pct_copy_bw: gbps / copy_bandwidth_gbps; SDPA and eager get the concatenated keys and "
-                  "a prebuilt (B, 1, 1, Lt+Lb) mask, the kernel slices of the same tensors"),
-        "rows": [{k: _json_value(v) for k, v in asdict(r).items()} for r in rows],
-    }
-    (args.out / "bench.json").write_text(json.dumps(meta, indent=2, allow_nan=False))
+    write_results(args.out, rows, device_name, args.dry_run, copy_gbps, elapsed)
     print(f"wrote {args.out / 'bench.csv'} and {args.out / 'bench.json'} ({elapsed:.1f} s)")
     failed = [r for r in rows if r.status == "failed"]
     for r in failed:

@@ -17,5 +17,8 @@ PYTHONWARNINGS="ignore:Editable installation:UserWarning" "${PIP[@]}" -e ".[expo
 # The Triton Inference Server binary (2.51.0, Python backend) ships inside this wheel; only its files are
 # used, so its Python dependencies (which pin numpy<2 and protobuf<5) are not installed.
 "${PIP[@]}" --no-deps "nvidia-pytriton==0.7.0"
+# TensorRT's typed API description (10.x) for the static check of the TensorRT code, in a folder of its own:
+# installed into site-packages, a stubs-only `tensorrt` would import as an empty package (see the script).
+.venv/bin/python scripts/install_trt_stubs.py .venv/trt-stubs
 touch .venv/.coreba-installed
 echo "set-up done: $(.venv/bin/python -c 'import torch, sys; print(f"Python {sys.version.split()[0]}, torch {torch.__version__}")')"

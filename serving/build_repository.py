@@ -1,172 +1,233 @@
-"""Write a Triton model repository for COREBA from an exported ONNX file (and, when given, a TensorRT plan).
+"""Write a Triton model repository for COREBA from an exported END-TO-END ONNX file (and, when given, a TensorRT
+plan built from it).
 
 Usage::
 
-    python serving/build_repository.py --onnx artifacts/coreba.onnx --output artifacts/model_repository \\
-        [--engine python|onnx|trt] [--plan artifacts/coreba.plan] [--max-batch-size 8] ...
-    # coreba_python on OpenVINO bf16, or on an int8 model from export/quantize.py:
+    python export/to_onnx.py --end-to-end                    # artifacts/coreba-e2e.onnx
+    python serving/build_repository.py --onnx artifacts/coreba-e2e.onnx --output artifacts/model_repository \\
+        [--plan artifacts/coreba-e2e.plan] [--max-batch-size 8] [--baseline artifacts/coreba.onnx] ...
+    # coreba on OpenVINO bf16, or on an int8 model of the end-to-end graph from export/quantize.py:
     ... --python-engine openvino --precision bf16
-    ... --python-engine openvino --precision int8 --python-model artifacts/coreba-int8-openvino.xml
+    ... --python-engine openvino --precision int8 --python-model artifacts/coreba-e2e-int8-openvino.xml
 
-Models written (``<output>/<model>/config.pbtxt`` + ``<output>/<model>/1/...``):
+Models written (``<output>/<model>/config.pbtxt`` + ``<output>/<model>/1/...`` + ``<output>/<model>/warmup/``),
+each running the end-to-end graph in ONE step (inputs + duration in, the answer out):
 
-* ``coreba_python``      Python backend running ONNX Runtime (CPU, or CUDA with ``--python-gpu``): what CI serves;
-                         or any engine/precision of ``coreba.engines`` (``--python-engine``, ``--precision``,
-                         ``--python-model``), written into its config parameters.
-* ``coreba_onnx``        Triton's ONNX Runtime backend (NGC images), GPU instances unless ``--onnx-cpu``,
-                         TensorRT acceleration of ONNX Runtime with ``--onnx-tensorrt``.
-* ``coreba_trt``         Triton's TensorRT backend, only when ``--plan`` is given.
-* ``coreba_postprocess`` Python backend: :func:`coreba.postprocess.postprocess` -> moments and saliency.
-* ``coreba``             the ensemble a client calls: ``--engine`` -> post-processing.
+* ``coreba``       Python backend running ONNX Runtime (CPU, or CUDA with ``--python-gpu``): the model clients
+                   call, what CI serves; or OpenVINO, at fp32, bf16 or int8 (``--python-engine``, ``--precision``,
+                   ``--python-model``), written into its config parameters.
+* ``coreba_onnx``  Triton's ONNX Runtime backend (NGC images), GPU instances unless ``--onnx-cpu``, TensorRT
+                   acceleration of ONNX Runtime with ``--onnx-tensorrt``.
+* ``coreba_trt``   Triton's TensorRT backend, only when ``--plan`` is given.
+* with ``--baseline RAW.onnx``: the two-step path of before (``serving.baseline``), for the load test only.
 
-Every ``config.pbtxt`` is built as Triton's ModelConfig message and the written repository is re-read
-and checked (:mod:`serving.config_check`) before this returns. Model dims come from the ``config``
-metadata the exporter stores in the ONNX file, so the repository always matches the model it serves.
+Nothing is written before everything is checked, and nothing is overwritten that this builder did not
+write. The models are built in a staging folder beside ``output``; every ``config.pbtxt`` is built as
+Triton's ModelConfig message, re-read and checked (:mod:`serving.config_check`) together with any other
+model already in ``output`` (a foreign model that Triton would reject is reported before anything is
+written); coreba's folders in ``output`` (the one-step models, the baseline's, and those of earlier layouts,
+``serving.spec.LEGACY_MODELS``) are replaced or removed only if they hold exactly what an earlier build
+recorded in its marker (:mod:`serving.repository_marker`), unless ``force``; then each folder is swapped in
+with a rename, and the marker records every file written (warm-up data and baseline models included). Model
+dims and K come from the metadata the exporter stores in the ONNX file (read by :mod:`coreba.onnx_io`), so
+the repository always matches the graph it serves.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
 
+from coreba.atomic import check_output_path, replace_directory, staging_directory
 from coreba.config import CorebaConfig
-from coreba.postprocess import DEFAULT_TOP_K
+from coreba.engines import model_file_metadata
+from coreba.onnx_io import config_of, graph_of, read_graph, top_k_of
 from serving import model_configs as configs
-from serving.config_check import check_repository
-from serving.model_configs import PYTHON_ENGINES, Batching, PythonEngine, TensorRTAcceleration
-from serving.spec import ALL_MODELS, ENGINE_MODELS, ENSEMBLE, ONNX_FILENAME, PLAN_FILENAME, POSTPROCESS
+from serving.baseline import BASELINE, BASELINE_MODELS, baseline_models
+from serving.config_check import check_models, model_dirs
+from serving.model_configs import PYTHON_ENGINES, Batching, PythonEngine, TensorRTAcceleration, warmup_sample
+from serving.repository_marker import NotOursError, fingerprints, not_ours, read_marker, write_marker
+from serving.spec import (
+    ALL_MODELS,
+    ENGINE_MODELS,
+    LEGACY_MODELS,
+    ONNX_FILENAME,
+    PLAN_FILENAME,
+    SERVED,
+    WARMUP_FOLDER,
+)
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 VERSION = "1"
+SHOWN = 3  # entries quoted in an error; the count says how many there are
+PYTHON_MODEL = Path(__file__).resolve().parent / "templates" / "coreba_python" / "model.py"
+# every folder this builder may write or remove: what it writes now, and what earlier layouts wrote
+OWNED_MODELS: tuple[str, ...] = (*ALL_MODELS, *BASELINE_MODELS, *LEGACY_MODELS)
 
 
-def read_model_config(onnx_path: str | Path) -> CorebaConfig:
-    """The :class:`CorebaConfig` the exporter stored in the ONNX file's metadata."""
-    from export.onnx_export import read_metadata
-
-    metadata = read_metadata(onnx_path)
-    if "config" not in metadata:
-        raise ValueError(f"{onnx_path} has no 'config' metadata: export it with export.onnx_export.export_onnx")
-    return CorebaConfig.from_json(metadata["config"])
-
-
-def _python_model_files(onnx_path: Path, engine: PythonEngine, python_model: Path | None) -> dict[str, Path]:
-    """The files ``coreba_python`` loads: the export itself, or another model file (an int8 .onnx, an OpenVINO
-    .xml with its .bin) after checking that it is the same model (same config)."""
-    if python_model is None or python_model.resolve() == onnx_path.resolve():
-        return {ONNX_FILENAME: onnx_path}
-    if not python_model.is_file():
-        raise FileNotFoundError(f"no model file at {python_model}")
-    from coreba.predictor import config_for
-
-    if config_for(python_model, engine.engine) != read_model_config(onnx_path):
-        raise ValueError(f"{python_model} is not the model of {onnx_path} (their configs differ)")
-    files = {engine.model_filename: python_model}
-    if python_model.suffix == ".xml":
-        files[Path(engine.model_filename).with_suffix(".bin").name] = python_model.with_suffix(".bin")
-    return files
-
-
-def _write_model(output: Path, config, files: dict[str, Path]) -> Path:
-    """``output/<name>/config.pbtxt`` and the version folder with ``files`` (name in folder -> source)."""
+def _write_model(output: Path, config, files: dict[str, Path], cfg: CorebaConfig) -> Path:
+    """``output/<name>/config.pbtxt``, the version folder with ``files`` (name in folder -> source), and, when
+    the config has ``model_warmup``, the warm-up sample it reads (``warmup/<input name>``, raw row-major bytes)."""
     model_dir = output / config.name
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
     (model_dir / VERSION).mkdir(parents=True)
     (model_dir / "config.pbtxt").write_text(configs.to_pbtxt(config))
     for name, source in files.items():
         shutil.copyfile(source, model_dir / VERSION / name)
+    if config.model_warmup:
+        (model_dir / WARMUP_FOLDER).mkdir()
+        for name, array in warmup_sample(cfg).items():
+            (model_dir / WARMUP_FOLDER / name).write_bytes(array.tobytes())
     return model_dir
 
 
-def build_repository(onnx_path: str | Path, output: str | Path, plan_path: str | Path | None = None,
-                     engine: str = "python", batching: Batching | None = None, onnx_kind: str = "gpu",
-                     python_kind: str = "cpu", tensorrt: TensorRTAcceleration | None = None,
-                     top_k: int = DEFAULT_TOP_K, instances: int = 1, graph_optimization: str = "all",
-                     intra_op_threads: int = 0, python_engine: str = "onnxruntime", precision: str = "fp32",
-                     python_model: str | Path | None = None) -> dict[str, Path]:
-    """Write the repository and return ``{model name: model folder}``; raises ``ValueError`` on bad options
-    and :class:`serving.config_check.ConfigCheckError` if a written config would not load."""
-    onnx_path, output = Path(onnx_path), Path(output)
-    if not onnx_path.is_file():
-        raise FileNotFoundError(f"no ONNX file at {onnx_path}")
-    if engine not in ENGINE_MODELS:
-        raise ValueError(f"engine must be one of {tuple(ENGINE_MODELS)}, got {engine!r}")
-    if engine == "trt" and plan_path is None:
-        raise ValueError("--engine trt needs --plan (a TensorRT engine built from this ONNX file)")
-    if plan_path is not None and not Path(plan_path).is_file():
-        raise FileNotFoundError(f"no TensorRT plan at {plan_path}")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    batching = batching or Batching()
+def _python_engine(onnx_path: Path, cfg: CorebaConfig, top_k: int, engine: str, precision: str,
+                   python_model: str | Path | None) -> tuple[PythonEngine, dict[str, Path]]:
+    """What ``coreba`` runs and the files it loads: the end-to-end graph itself, or another model file of it (an
+    int8 .onnx, an OpenVINO .xml with its .bin), checked to be the same model (config) and graph (end-to-end, K)."""
     python_model = Path(python_model) if python_model is not None else None
-    if precision == "int8" and python_model is None:
-        raise ValueError("--precision int8 serves a quantized model: give it with --python-model (write one with "
-                         "export/quantize.py)")
-    own_file = python_model is None or python_model.resolve() == onnx_path.resolve()
-    engine_choice = PythonEngine(python_engine, precision,
-                                 ONNX_FILENAME if own_file else f"model.{precision}{python_model.suffix}")
-    python_files = _python_model_files(onnx_path, engine_choice, python_model)
-    cfg = read_model_config(onnx_path)
-    top_k = min(top_k, cfg.num_queries)  # post-processing keeps at most num_queries windows
+    if python_model is None or python_model.resolve() == onnx_path.resolve():
+        if precision == "int8":
+            raise ValueError("--precision int8 serves a quantized model: give it with --python-model (write one with "
+                             f"`python export/quantize.py --onnx {onnx_path} --backend {engine}`)")
+        return PythonEngine(engine, precision), {ONNX_FILENAME: onnx_path}
+    if not python_model.is_file():
+        raise FileNotFoundError(f"no model file at {python_model}")
+    choice = PythonEngine(engine, precision, f"model.{precision}{python_model.suffix}")
+    metadata = model_file_metadata(python_model)
+    if graph_of(metadata) != "end_to_end" or top_k_of(metadata, python_model) != top_k:
+        raise ValueError(f"{python_model} is not the end-to-end graph of {onnx_path} (graph "
+                         f"{graph_of(metadata)!r}, K {metadata.get('top_k')}): quantize the --end-to-end export")
+    if config_of(metadata, python_model).to_dict() != cfg.to_dict():
+        raise ValueError(f"{python_model} is not the model of {onnx_path} (their configs differ)")
+    files = {choice.model_filename: python_model}
+    if python_model.suffix == ".xml":  # the IR's weights, found by OpenVINO from the .xml name
+        files[Path(choice.model_filename).with_suffix(".bin").name] = python_model.with_suffix(".bin")
+    return choice, files
 
-    output.mkdir(parents=True, exist_ok=True)
-    for stale in ALL_MODELS:  # a repository built earlier with a plan must not keep a stale coreba_trt
-        if (output / stale).is_dir():
-            shutil.rmtree(output / stale)
-    written = {
-        ENGINE_MODELS["python"]: _write_model(
-            output, configs.python_engine_config(cfg, batching, python_kind, instances, graph_optimization,
-                                                 intra_op_threads, engine_choice),
-            {"model.py": TEMPLATES / "coreba_python" / "model.py", **python_files}),
-        ENGINE_MODELS["onnx"]: _write_model(
-            output, configs.onnx_config(cfg, batching, onnx_kind, instances, tensorrt), {ONNX_FILENAME: onnx_path}),
-        POSTPROCESS: _write_model(output, configs.postprocess_config(cfg, batching, top_k, instances),
-                                  {"model.py": TEMPLATES / "coreba_postprocess" / "model.py"}),
-        ENSEMBLE: _write_model(output, configs.ensemble_config(cfg, batching, engine, top_k), {}),
-    }
-    if plan_path is not None:
-        written[ENGINE_MODELS["trt"]] = _write_model(output, configs.trt_config(cfg, batching, instances),
-                                                     {PLAN_FILENAME: Path(plan_path)})
-    check_repository(output)
-    return written
+
+def _swap_in(stage: Path, output: Path, names: list[str], stale: list[str]) -> None:
+    """Move each staged model folder into ``output`` (the old one goes into the staging folder, deleted with
+    it), and move the ``stale`` coreba folders out of ``output`` the same way."""
+    aside = stage / ".replaced"
+    aside.mkdir()
+    output.mkdir(exist_ok=True)
+    for name in names:
+        replace_directory(stage / name, output / name, aside=aside / name)
+    for name in stale:
+        os.replace(output / name, aside / name)
+
+
+def build_repository(onnx_path: str | Path, output: str | Path, plan_path: str | Path | None = None,
+                     batching: Batching | None = None, onnx_kind: str = "gpu", python_kind: str = "cpu",
+                     tensorrt: TensorRTAcceleration | None = None, instances: int = 1,
+                     graph_optimization: str = "all", intra_op_threads: int = 0,
+                     baseline_onnx: str | Path | None = None, force: bool = False, python_engine: str = "onnxruntime",
+                     precision: str = "fp32", python_model: str | Path | None = None) -> dict[str, Path]:
+    """Write the repository and return ``{model name: model folder}``. ``onnx_path`` is the END-TO-END graph
+    (``export/to_onnx.py --end-to-end``); ``baseline_onnx``, the RAW graph of the same model, adds the two-step
+    path of before (:mod:`serving.baseline`) for the load test. ``coreba`` runs ``python_engine`` at
+    ``precision`` on ``python_model`` (default: ``onnx_path``; an int8 model of it from export/quantize.py).
+
+    Raises, before writing anything: ``ValueError`` on bad options; :class:`coreba.onnx_io.OnnxFileError` for
+    an ONNX file that is not a whole exported model or holds the other graph; :class:`serving.config_check.
+    ConfigCheckError` if a config (coreba's, or another model's in ``output``) would not load;
+    :class:`serving.repository_marker.NotOursError` where coreba's folders in ``output`` hold anything this
+    builder did not write (``force`` replaces them anyway); :class:`coreba.atomic.OutputPathError` for an
+    unwritable path."""
+    onnx_path, output = Path(onnx_path), Path(output)
+    for what, path in (("ONNX file", onnx_path), ("TensorRT plan", plan_path), ("baseline ONNX file", baseline_onnx)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"no {what} at {path}")
+    check_output_path(output, kind="dir")
+    batching = batching or Batching()
+    cfg, metadata = read_graph(onnx_path, "end_to_end")
+    top_k = int(metadata["top_k"])  # read_graph checked it
+    if baseline_onnx is not None:
+        baseline_cfg, _ = read_graph(baseline_onnx, "raw")
+        if baseline_cfg.to_dict() != cfg.to_dict():
+            raise ValueError(f"the baseline graph {baseline_onnx} was exported from another model config than "
+                             f"{onnx_path}")
+    engine_choice, python_files = _python_engine(onnx_path, cfg, top_k, python_engine, precision, python_model)
+
+    existing = output.is_dir()
+    marker = read_marker(output) if existing and not force else {}
+    foreign = [d for d in model_dirs(output) if d.name not in OWNED_MODELS] if existing else []
+    with staging_directory(output) as stage:
+        written = {
+            SERVED: _write_model(stage, configs.python_config(cfg, batching, top_k, python_kind, instances,
+                                                              graph_optimization, intra_op_threads, engine_choice),
+                                 {"model.py": PYTHON_MODEL, **python_files}, cfg),
+            ENGINE_MODELS["onnx"]: _write_model(stage, configs.onnx_config(cfg, batching, top_k, onnx_kind, instances,
+                                                                           tensorrt),
+                                                {ONNX_FILENAME: onnx_path}, cfg),
+        }
+        if plan_path is not None:
+            written[ENGINE_MODELS["trt"]] = _write_model(stage, configs.trt_config(cfg, batching, top_k, instances),
+                                                         {PLAN_FILENAME: Path(plan_path)}, cfg)
+        if baseline_onnx is not None:
+            for name, (config, files) in baseline_models(Path(baseline_onnx), cfg, batching.max_batch_size,
+                                                         top_k).items():
+                written[name] = _write_model(stage, config, files, cfg)
+        check_models([*written.values(), *foreign])  # coreba's configs, and every other model served beside them
+        if existing and not force:
+            problems = not_ours(output, OWNED_MODELS, marker)
+            if problems:
+                raise NotOursError(f"{output} holds {len(problems)} entr{'y' if len(problems) == 1 else 'ies'} "
+                                   f"build_repository would replace but did not write: {', '.join(problems[:SHOWN])}"
+                                   f"{', ...' if len(problems) > SHOWN else ''}; move them away or pass --force")
+        names = list(written)
+        # e.g. an old coreba_trt, the baseline of a build with --baseline, an earlier layout's ensemble
+        stale = [n for n in OWNED_MODELS if n not in written and (output / n).exists()]
+        ours = fingerprints(stage, names)
+        if existing:  # first record both versions: an interruption mid-swap leaves nothing unrecognised
+            write_marker(output, {rel: [*marker.get(rel, []), *([ours[rel]] if rel in ours else [])]
+                                  for rel in {*marker, *ours}})
+        _swap_in(stage, output, names, stale)
+        write_marker(output, {rel: [fp] for rel, fp in ours.items()})
+    return {name: output / name for name in names}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     required = parser.add_argument_group("required")
-    required.add_argument("--onnx", required=True, type=Path, help="ONNX file from export.onnx_export")
+    required.add_argument("--onnx", required=True, type=Path,
+                          help="END-TO-END ONNX file (export/to_onnx.py --end-to-end)")
     required.add_argument("--output", required=True, type=Path, help="model repository folder to write")
     opt = parser.add_argument_group("engine")
-    opt.add_argument("--engine", choices=tuple(ENGINE_MODELS), default="python",
-                     help="the engine the ensemble 'coreba' runs")
-    opt.add_argument("--plan", type=Path, default=None, help="TensorRT plan: also write coreba_trt")
+    opt.add_argument("--force", action="store_true",
+                     help="replace coreba's model folders in --output even where they hold files this builder did "
+                          "not write (other models in --output are never touched)")
+    opt.add_argument("--plan", type=Path, default=None,
+                     help="TensorRT plan built from the end-to-end ONNX file: also write coreba_trt")
     opt.add_argument("--python-gpu", action="store_true",
-                     help="coreba_python on GPU instances (ONNX Runtime CUDA provider) instead of CPU")
+                     help="coreba on GPU instances (ONNX Runtime CUDA provider) instead of CPU")
     opt.add_argument("--onnx-cpu", action="store_true", help="coreba_onnx on CPU instances instead of GPU")
     opt.add_argument("--onnx-tensorrt", action="store_true",
                      help="accelerate coreba_onnx with ONNX Runtime's TensorRT execution provider")
     opt.add_argument("--tensorrt-precision", choices=("FP16", "FP32"), default="FP16")
     opt.add_argument("--tensorrt-cache", default=None, help="server-side folder caching TensorRT engines")
-    opt.add_argument("--instances", type=int, default=1, help="instances per engine/post-processing model")
+    opt.add_argument("--instances", type=int, default=1, help="instances per model")
     opt.add_argument("--graph-optimization", choices=("disabled", "basic", "extended", "all"), default="all",
-                     help="ONNX Runtime graph optimization level of coreba_python")
-    opt.add_argument("--intra-op-threads", type=int, default=0, help="engine threads of coreba_python (0 = default)")
+                     help="ONNX Runtime graph optimization level of coreba")
+    opt.add_argument("--intra-op-threads", type=int, default=0,
+                     help="engine threads per instance of coreba (0 = the CPU cores divided among instances)")
     opt.add_argument("--python-engine", choices=PYTHON_ENGINES, default="onnxruntime",
-                     help="the engine coreba_python runs (written into its config parameters)")
+                     help="the engine coreba runs (written into its config parameters)")
     opt.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
-                     help="its precision: bf16 (openvino; refused at load on a CPU without AVX512_BF16/AMX) or "
-                          "int8 (a model from export/quantize.py, given with --python-model)")
+                     help="its precision: bf16 (openvino; refused at load on a CPU without AVX512_BF16/AMX) or int8 "
+                          "(an int8 model of the end-to-end graph from export/quantize.py, given with --python-model)")
     opt.add_argument("--python-model", type=Path, default=None,
-                     help="the model file coreba_python loads, if not --onnx: an int8 .onnx or OpenVINO .xml (+.bin)")
-    batch = parser.add_argument_group("batching and answer")
+                     help="the model file coreba loads, if not --onnx: an int8 .onnx or OpenVINO .xml (+.bin)")
+    opt.add_argument("--baseline", type=Path, default=None, metavar="RAW_ONNX",
+                     help="also write the two-step path of before (raw graph + post-processing model, ensemble "
+                          f"{BASELINE!r}) for the load test's comparison")
+    batch = parser.add_argument_group("batching")
     batch.add_argument("--max-batch-size", type=int, default=Batching.max_batch_size)
     batch.add_argument("--preferred-batch-sizes", type=int, nargs="*", default=list(Batching.preferred_batch_sizes))
     batch.add_argument("--max-queue-delay-us", type=int, default=Batching.max_queue_delay_us)
-    batch.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="moments returned per query")
     return parser.parse_args(argv)
 
 
@@ -176,19 +237,20 @@ def main(argv: list[str] | None = None) -> int:
         batching = Batching(args.max_batch_size, tuple(args.preferred_batch_sizes), args.max_queue_delay_us)
         tensorrt = TensorRTAcceleration(args.tensorrt_precision, engine_cache_path=args.tensorrt_cache) \
             if args.onnx_tensorrt else None
-        written = build_repository(args.onnx, args.output, args.plan, args.engine, batching,
+        written = build_repository(args.onnx, args.output, args.plan, batching,
                                    onnx_kind="cpu" if args.onnx_cpu else "gpu",
                                    python_kind="gpu" if args.python_gpu else "cpu", tensorrt=tensorrt,
-                                   top_k=args.top_k, instances=args.instances,
-                                   graph_optimization=args.graph_optimization,
-                                   intra_op_threads=args.intra_op_threads, python_engine=args.python_engine,
-                                   precision=args.precision, python_model=args.python_model)
-    except (ValueError, FileNotFoundError) as err:
+                                   instances=args.instances, graph_optimization=args.graph_optimization,
+                                   intra_op_threads=args.intra_op_threads, baseline_onnx=args.baseline,
+                                   force=args.force, python_engine=args.python_engine, precision=args.precision,
+                                   python_model=args.python_model)
+    except (ValueError, OSError) as err:  # every error here is one line naming the file or the option
         print(f"error: {err}", file=sys.stderr)
         return 1
     for name, folder in written.items():
-        print(f"{name:20s} {folder}")
-    print(f"ensemble {ENSEMBLE!r} runs {ENGINE_MODELS[args.engine]!r}; repository checked against ModelConfig")
+        print(f"{name:28s} {folder}")
+    print(f"clients call {SERVED!r} (one step: the end-to-end graph on ONNX Runtime); repository checked against "
+          "ModelConfig")
     return 0
 
 

@@ -3,7 +3,8 @@
 Used by the repository builder when it writes a repository and by the tests, so that a config which
 would fail at server start (a wrong field, a batch size out of bounds, an ensemble wired to a tensor that
 does not exist, a dtype or shape mismatch between steps) fails in Python with a message naming it. This
-matters most for ``coreba_onnx`` and ``coreba_trt``, which cannot be loaded where there is no GPU.
+matters most for ``coreba_onnx`` and ``coreba_trt``, which cannot be loaded where there is no GPU: their
+warm-up files are checked against their inputs, and every one-step model must offer clients the same tensors.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from serving.model_configs import parse_pbtxt
+from serving.model_configs import NUMPY_DTYPES, parse_pbtxt
+from serving.spec import ALL_MODELS, WARMUP_FOLDER
 
 
 class ConfigCheckError(ValueError):
@@ -31,7 +34,47 @@ def read_config(model_dir: str | Path) -> mc.ModelConfig:
     if config.name != path.parent.name:
         raise ConfigCheckError(f"{path}: name {config.name!r} differs from its folder {path.parent.name!r}")
     check_model_config(config)
+    check_warmup(config, path.parent)
     return config
+
+
+def check_warmup(config: mc.ModelConfig, model_dir: Path) -> None:
+    """Every warm-up request gives every input, with the input's dtype and dims, from a file of the right size
+    in ``<model>/warmup/`` (Triton refuses to load the model otherwise)."""
+    inputs = {t.name: t for t in config.input}
+    for warmup in config.model_warmup:
+        where = f"model {config.name!r} warm-up {warmup.name!r}"
+        if sorted(warmup.inputs) != sorted(inputs):
+            raise ConfigCheckError(f"{where}: gives inputs {sorted(warmup.inputs)}, the model takes {sorted(inputs)}")
+        if not 1 <= warmup.batch_size <= max(1, config.max_batch_size):
+            raise ConfigCheckError(f"{where}: batch_size {warmup.batch_size} outside 1..{config.max_batch_size}")
+        for name, given in warmup.inputs.items():
+            tensor = inputs[name]
+            if given.data_type != tensor.data_type or list(given.dims) != list(tensor.dims):
+                raise ConfigCheckError(f"{where}: input {name!r} is {mc.DataType.Name(given.data_type)} "
+                                       f"{list(given.dims)}, the model takes {mc.DataType.Name(tensor.data_type)} "
+                                       f"{list(tensor.dims)}")
+            data = model_dir / WARMUP_FOLDER / given.input_data_file
+            size = int(np.prod(given.dims)) * np.dtype(NUMPY_DTYPES[given.data_type]).itemsize
+            if not data.is_file() or data.stat().st_size != size:
+                found = f"{data.stat().st_size} bytes" if data.is_file() else "missing"
+                raise ConfigCheckError(f"{where}: {data} should hold {size} bytes for {name!r}, {found}")
+
+
+def check_same_interface(configs: Mapping[str, mc.ModelConfig]) -> None:
+    """The one-step models present (``coreba``, ``coreba_onnx``, ``coreba_trt``) take and return the same tensors,
+    so a client can call any of them."""
+    present = [configs[name] for name in ALL_MODELS if name in configs]
+
+    def interface(config: mc.ModelConfig) -> tuple:
+        return (config.max_batch_size,
+                [(t.name, t.data_type, list(t.dims), list(t.reshape.shape)) for t in config.input],
+                [(t.name, t.data_type, list(t.dims)) for t in config.output])
+
+    for config in present[1:]:
+        if interface(config) != interface(present[0]):
+            raise ConfigCheckError(f"model {config.name!r} does not offer the tensors of {present[0].name!r}: "
+                                   f"{interface(config)} vs {interface(present[0])}")
 
 
 def _dims_ok(dims: Sequence[int]) -> bool:
@@ -112,13 +155,24 @@ def check_ensemble(ensemble: mc.ModelConfig, models: Mapping[str, mc.ModelConfig
                                    f"{list(out.dims)} but its step gives {mc.DataType.Name(dtype)} {dims}")
 
 
-def check_repository(repository: str | Path) -> dict[str, mc.ModelConfig]:
-    """Read and check every model of a repository (and every ensemble against its steps)."""
-    repository = Path(repository)
-    configs = {d.name: read_config(d) for d in sorted(repository.iterdir()) if (d / "config.pbtxt").is_file()}
-    if not configs:
-        raise ConfigCheckError(f"{repository}: no model folder with a config.pbtxt")
+def model_dirs(repository: str | Path) -> list[Path]:
+    """The model folders of a repository: those holding a ``config.pbtxt``."""
+    return [d for d in sorted(Path(repository).iterdir()) if (d / "config.pbtxt").is_file()]
+
+
+def check_models(folders: Sequence[Path]) -> dict[str, mc.ModelConfig]:
+    """Read and check each model folder, and every ensemble among them against its steps."""
+    configs = {d.name: read_config(d) for d in folders}
     for config in configs.values():
         if config.platform == "ensemble":
             check_ensemble(config, configs)
+    check_same_interface(configs)
     return configs
+
+
+def check_repository(repository: str | Path) -> dict[str, mc.ModelConfig]:
+    """Read and check every model of a repository (and every ensemble against its steps)."""
+    folders = model_dirs(repository)
+    if not folders:
+        raise ConfigCheckError(f"{repository}: no model folder with a config.pbtxt")
+    return check_models(folders)

@@ -6,8 +6,8 @@
         client = CorebaClient(server.http_url)
 
 It binds HTTP and gRPC to 127.0.0.1 only (free ports unless given), disables metrics, loads only the
-models asked for (default: the ensemble ``coreba``, which loads its engine and post-processing; the other
-engines of the repository may need backends this server lacks), and stops the server by its PID on exit,
+models asked for (default: ``coreba``, the one-step model clients call; the other models of the repository
+may need backends this server lacks; an ensemble loads its steps), and stops the server by its PID on exit,
 on an exception and at interpreter exit (``atexit``). When a model fails to load it raises
 :class:`ModelLoadError` naming each failed model and its error, read from the server's repository index
 and, if the server already exited, from its log.
@@ -18,7 +18,8 @@ interpreter's version). The stub embeds the interpreter found first on PATH, so 
 goes first on PATH (the models import the installed ``coreba``), and its LIBDIR goes on LD_LIBRARY_PATH.
 
 CLI: ``python -m serving.launcher --repository artifacts/model_repository [--http-port 8000]`` serves
-until Ctrl-C.
+until Ctrl-C or SIGTERM (exit 0); if the server dies under it, it says so with the exit status and the tail
+of the server's log, and exits 1.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from serving.spec import ENSEMBLE
+from serving.spec import SERVED
 
 POLL_S = 0.25
 STOP_TIMEOUT_S = 30.0
@@ -132,7 +133,7 @@ def _http(url: str, data: bytes | None = None, timeout: float = 2.0) -> tuple[in
 class TritonServer:
     """A tritonserver process on 127.0.0.1 serving ``repository``; see the module docstring."""
 
-    def __init__(self, repository: str | Path, models: Sequence[str] | None = (ENSEMBLE,), http_port: int = 0,
+    def __init__(self, repository: str | Path, models: Sequence[str] | None = (SERVED,), http_port: int = 0,
                  grpc_port: int = 0, startup_timeout_s: float = 120.0, log_verbose: int = 0,
                  extra_args: Sequence[str] = ()) -> None:
         self.repository = Path(repository).resolve()
@@ -189,7 +190,7 @@ class TritonServer:
             return ""
         return self.log_path.read_text(errors="replace")
 
-    def _log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def repository_index(self) -> list[dict]:
@@ -216,7 +217,7 @@ class TritonServer:
                 failures = self._failures()
                 if failures:
                     raise ModelLoadError(failures, self._error_lines())
-                raise ServerStartError(f"tritonserver exited with code {self.process.returncode}:\n{self._log_tail()}")
+                raise ServerStartError(f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}")
             if _http(f"{base}/ready", timeout=1.0)[0] == 200:
                 return
             if _http(f"{base}/live", timeout=1.0)[0] == 200:  # endpoints start after the models were loaded
@@ -224,7 +225,7 @@ class TritonServer:
                 if failures:
                     raise ModelLoadError(failures, self._error_lines())
             time.sleep(POLL_S)
-        raise ServerStartError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self._log_tail()}")
+        raise ServerStartError(f"tritonserver not ready after {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
 
     def stop(self) -> None:
         """SIGTERM the server's PID, wait, then SIGKILL its process group (the stubs) if anything is left."""
@@ -252,10 +253,18 @@ class TritonServer:
         self.stop()
 
 
+def describe_exit(returncode: int) -> str:
+    """``-9`` -> "exit status -9 (killed by SIGKILL)": Popen's negative codes are the signal that ended it."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"exit status {returncode} (killed by {signal.Signals(-returncode).name})"
+    return f"exit status {returncode}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve a COREBA model repository on 127.0.0.1 until Ctrl-C.")
     parser.add_argument("--repository", required=True, type=Path)
-    parser.add_argument("--models", nargs="*", default=[ENSEMBLE],
+    parser.add_argument("--models", nargs="*", default=[SERVED],
                         help="models to load (an ensemble loads its steps); none given: every model")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
@@ -271,14 +280,20 @@ def main(argv: list[str] | None = None) -> int:
           f"(PID {server.process.pid}); Ctrl-C stops it", flush=True)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    pid, returncode = server.process.pid, None
     try:
-        while not stop["now"] and server.process is not None and server.process.poll() is None:
+        while not stop["now"] and (returncode := server.process.poll()) is None:
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
-    code = server.process.returncode if server.process is not None and server.process.poll() is not None else 0
+    if returncode is None:
+        server.stop()
+        return 0
+    tail = server.log_tail()  # before stop() removes the working folder with the log
     server.stop()
-    return code
+    print(f"error: tritonserver (PID {pid}) died with {describe_exit(returncode)}; the end of its log:\n{tail}",
+          file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -43,3 +43,15 @@ def shared_dir() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DIR} (set COREBA_SHARED_DIR)")
     return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_end_to_end(tmp_path_factory):
+    """A tiny model and its end-to-end graph (post-processing inside), exported once per session by the real
+    exporter (which checks its answer against eager PyTorch + postprocess)."""
+    from coreba import Coreba
+    from export.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = Coreba(tiny_config()).eval()
+    return model, export_onnx(model, tmp_path_factory.mktemp("e2e") / "coreba-e2e.onnx", end_to_end=True)

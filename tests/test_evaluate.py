@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coreba.evaluate import _binary_ap, _cross_iou, _paired_iou, evaluate, load_jsonl
+from coreba.evaluate import _binary_ap, _cross_iou, _paired_iou, evaluate, load_jsonl, main
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_RUNS = ["qd_detr_val", "moment_detr_val"]
@@ -181,3 +181,45 @@ def test_cli_writes_out(tmp_path: Path) -> None:
     )
     metrics = json.loads(out.read_text())
     assert metrics["brief"]["MR-full-mAP"] == 100.0 and metrics["brief"]["HL-min-VeryGood-Hit1"] == 100.0
+
+
+def _lines(records: list) -> str:
+    return "\n".join(r if isinstance(r, str) else json.dumps(r) for r in records)
+
+
+@pytest.mark.parametrize(
+    ("side", "line", "bad", "message"),
+    [
+        ("sub", 2, '{"qid": 2, "pred_relevant_windows": [[0, 10, 1.0]]', "not valid JSON"),
+        ("sub", 2, "[1, 2, 3]", "expected a JSON object, got list"),
+        ("sub", 2, {**_pred(2, [[0, 10, 1.0]]), "qid": [2]}, "qid must be a string or an integer, got list"),
+        ("sub", 2, {**_pred(2, [[0, 10, 1.0]]), "qid": {"a": 1}}, "qid must be a string or an integer, got dict"),
+        ("sub", 2, _pred(2, [[0, 10, 1.0]], [0.0] * 7), "7 pred_saliency_scores"),
+        ("sub", 2, _pred(2, [["a", 10, 1.0]]), "pred_relevant_windows is not numeric"),
+        ("sub", 2, _pred(1, [[0, 10, 1.0]]), "qid 1 more than once"),
+        ("gt", 2, _gt(3, [[0, 10]]), "submission misses 1 ground-truth qids"),
+        ("gt", 2, {**_gt(2, [[0, 10]]), "duration": "long"}, "duration must be a finite number"),
+        ("gt", 2, {**_gt(2, [[0, 10]]), "relevant_windows": [[0, 10, 5]]}, "relevant_windows must be"),
+        ("gt", 2, {**_gt(2, [[0, 10]]), "relevant_clip_ids": [0, 99]}, "relevant_clip_ids must be clip indices"),
+        ("gt", 2, {**_gt(2, [[0, 10]]), "saliency_scores": [[1, 2]]}, "saliency_scores must hold 3 scores"),
+        ("gt", 2, "\xff", "not valid JSON"),
+    ],
+)
+def test_every_bad_line_is_named_by_file_and_line(tmp_path, capsys, side, line, bad, message) -> None:
+    """The CLI prints one line naming the file and the line, and exits 1 (no traceback)."""
+    gts, subs = [_gt(1, [[0, 10]]), _gt(2, [[0, 10]])], [_pred(1, [[0, 10, 1.0]]), _pred(2, [[0, 10, 1.0]])]
+    (gts if side == "gt" else subs)[line - 1] = bad
+    paths = {"gt": tmp_path / "gt.jsonl", "sub": tmp_path / "sub.jsonl"}
+    paths["gt"].write_text(_lines(gts))
+    paths["sub"].write_text(_lines(subs))
+    code = main(["--submission", str(paths["sub"]), "--gt", str(paths["gt"])])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {paths[side]}:{line}: ") and message in err, err
+
+
+def test_bytes_that_are_not_utf8_are_named(tmp_path) -> None:
+    path = tmp_path / "sub.jsonl"
+    path.write_bytes(b'{"qid": 1}\n{"qid": "\xff"}\n')
+    with pytest.raises(ValueError, match=rf"{path}:2: not UTF-8 text"):
+        load_jsonl(path)

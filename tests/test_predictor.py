@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from coreba import Coreba, InputError, Predictor
+from coreba.onnx_io import OnnxFileError
 from coreba.postprocess import QueryResult, postprocess
 from export.onnx_export import export_onnx
 from tests.conftest import tiny_config
@@ -132,3 +133,53 @@ def test_missing_artifacts_are_explained(tmp_path):
         Predictor.from_pretrained(tmp_path, engine="torch")
     with pytest.raises(ValueError, match="unknown engine"):
         Predictor.from_pretrained(tmp_path / "x.onnx", engine="tvm")
+
+
+@pytest.mark.parametrize("keep", [0, 1000, 0.5, -200])
+def test_truncated_onnx_is_named_as_not_a_whole_model(artifacts, tmp_path, keep):
+    data = (artifacts / "model.onnx").read_bytes()
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(data[:int(len(data) * keep) if isinstance(keep, float) else keep])
+    with pytest.raises(OnnxFileError, match=r"cut\.onnx is not a (valid|complete) ONNX model") as err:
+        Predictor.from_pretrained(cut, engine="onnxruntime")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("problem", "message"), [
+    ("top_k 0", r"top_k must be an integer >= 1"),
+    ("top_k -2", r"top_k must be an integer >= 1"),
+    ("top_k True", r"top_k must be an integer >= 1"),
+    ("top_k 2.5", r"top_k must be an integer >= 1"),
+    ("scalar durations", r"durations must be a list of one duration"),
+    ("NaN duration", r"durations\[1\] must be a finite number of seconds > 0"),
+    ("negative duration", r"durations\[0\] must be a finite number of seconds > 0"),
+    ("string durations", r"durations must be"),
+    ("stacked batch", r"video_feats must be a list with one \(L, D\) array per sample, got one array"),
+    ("complex video", r"video_feats\[0\] must hold real numbers, got dtype complex"),
+    ("bool query", r"text_feats\[1\] must hold real numbers, got dtype bool"),
+    ("ragged sample", r"video_feats\[0\] is not an array of numbers"),
+])
+def test_bad_predict_arguments_raise_input_errors(artifacts, problem, message):
+    pred = Predictor.from_pretrained(artifacts / "ckpt")
+    videos, texts = _samples(pred.config, [(10, 4), (10, 3)])
+    kwargs = {"durations": [20.0, 20.0]}
+    if problem.startswith("top_k"):
+        kwargs["top_k"] = {"0": 0, "-2": -2, "True": True, "2.5": 2.5}[problem.split()[1]]
+    elif problem == "scalar durations":
+        kwargs["durations"] = 150.0
+    elif problem == "NaN duration":
+        kwargs["durations"] = [20.0, float("nan")]
+    elif problem == "negative duration":
+        kwargs["durations"] = [-1.0, 20.0]
+    elif problem == "string durations":
+        kwargs["durations"] = "20"
+    elif problem == "stacked batch":
+        videos = np.stack(videos)
+    elif problem == "complex video":
+        videos[0] = videos[0] + 1j
+    elif problem == "bool query":
+        texts[1] = texts[1] > 0
+    else:
+        videos[0] = [[1.0, 2.0], [3.0]]
+    with pytest.raises(InputError, match=message):
+        pred.predict(videos, texts, **kwargs)

@@ -240,7 +240,8 @@ class DataConfig:
     video_dim: int | None = None  # sum of source dims + NUM_TEF
     text_dim: int | None = None
     load_labels: bool = True
-    max_windows: int = 10  # QD-DETR keeps a random 10 of a query's windows when it has more
+    # QD-DETR's --max_windows default: a query with more ground-truth windows trains on a random 5 of them
+    max_windows: int = 5
     video_cache_size: int = 0  # videos kept in memory (several queries share one video); 0 = none
 
     def __post_init__(self) -> None:

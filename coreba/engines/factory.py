@@ -44,3 +44,16 @@ def load_engine(engine: str, path: str | Path, device: str = "cpu", **options) -
     from coreba.engines.tensorrt_engine import TensorRTEngine
 
     return TensorRTEngine(path, device=device if device.startswith("cuda") else "cuda:0", **options)
+
+
+def model_file_metadata(path: str | Path) -> dict[str, str]:
+    """The exporter's metadata (``config``, ``graph``, ``top_k``, ...) of a model file the file-based engines read:
+    an ONNX file's ``metadata_props``, or an OpenVINO IR's ``coreba`` rt_info (written by export/quantize.py)."""
+    path = Path(path)
+    if path.suffix == ".xml":
+        from coreba.engines.openvino_engine import read_ir_metadata
+
+        return read_ir_metadata(path)
+    from coreba.onnx_io import read_metadata
+
+    return read_metadata(path)

@@ -98,5 +98,8 @@ class OnnxRuntimeEngine:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Float outputs as float32 (an fp16 graph's too); integer outputs (an end-to-end graph's num_clips) as
+        they are."""
         outputs = self.session.run(self.output_names, {k: feeds[k] for k in self.input_names})
-        return {name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, outputs)}
+        return {name: value if np.issubdtype(value.dtype, np.integer) else np.asarray(value, dtype=np.float32)
+                for name, value in zip(self.output_names, outputs)}

@@ -40,12 +40,16 @@ def is_quantized(model) -> bool:
     return any(op.get_type_name() in QUANTIZED_OPS for op in model.get_ops())
 
 
-def read_rt_info(path: str | Path, key: str) -> str | None:
-    """A string stored by ``export/quantize.py`` in an IR's rt_info (``coreba/<key>``), or None."""
-    ov = require_openvino()
-    model = ov.Core().read_model(str(path))
-    return model.get_rt_info([RT_INFO_SECTION, key]).astype(str) if model.has_rt_info([RT_INFO_SECTION, key]) \
-        else None
+def read_ir_metadata(path: str | Path) -> dict[str, str]:
+    """The strings ``export/quantize.py`` stored in an IR's rt_info (``coreba/<key>``): the source ONNX file's
+    metadata (config, graph, top_k) and the quantization report."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no OpenVINO IR at {path}")
+    model = require_openvino().Core().read_model(str(path))
+    rt_info = model.get_rt_info()
+    section = rt_info[RT_INFO_SECTION] if RT_INFO_SECTION in rt_info else {}  # a section: a dict of OVAny
+    return {key: value.astype(str) for key, value in section.items()}
 
 
 class OpenVINOEngine:
@@ -82,5 +86,7 @@ class OpenVINOEngine:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.request.infer({name: np.ascontiguousarray(feeds[name]) for name in self.input_names})
-        # copies: the request reuses its output buffers on the next call
-        return {port.get_any_name(): np.array(value, dtype=np.float32, copy=True) for port, value in results.items()}
+        # copies: the request reuses its output buffers on the next call; float outputs as float32, integer outputs
+        # (an end-to-end graph's num_clips) as they are, like the ONNX Runtime engine
+        return {port.get_any_name(): np.array(value, copy=True) if np.issubdtype(value.dtype, np.integer)
+                else np.array(value, dtype=np.float32, copy=True) for port, value in results.items()}

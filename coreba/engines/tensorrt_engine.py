@@ -5,37 +5,68 @@ pycuda or cuda-python is needed and the engine runs on the current torch stream,
 work around it. Each call sets the input shapes (the dynamic B, Lv, Lt of the batch), allocates outputs
 from the shapes TensorRT infers, and runs ``execute_async_v3``.
 
-Written against TensorRT 10's Python API (``num_io_tensors``/``get_tensor_*``, ``set_input_shape``,
-``set_tensor_address``, ``execute_async_v3``); older binding-index APIs are gone in 10. One execution
-context per engine: an instance is not safe to call from several threads at once.
+TensorRT 10 and 11 are supported, and nothing else (:func:`require_tensorrt` refuses other majors by
+name). This file uses only the name-based I/O tensor API that both have (``num_io_tensors``,
+``get_tensor_*``, ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``, ``Runtime``,
+``deserialize_cuda_engine``); none of it is on NVIDIA's list of Python APIs removed in 11.x, and it asks
+no ``ICudaEngine`` memory query (``device_memory_size`` and ``get_device_memory_size_for_profile`` are
+removed in 11; the execution context allocates its own memory). The builder side, where 10 and 11
+differ (weak typing), is ``export/tensorrt_build.py``. Under a type checker the ``tensorrt`` module is the
+``tensorrt-stubs`` description of TensorRT 10.x (``tests/export/test_tensorrt_static.py``).
+One execution context per engine: an instance is not safe to call from several threads at once.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from coreba.engines.base import EngineUnavailable
 
-INSTALL_HINT = ("install TensorRT 10's Python package from NVIDIA's index (e.g. `pip install tensorrt-cu12` with "
-                "--extra-index-url https://pypi.nvidia.com), matching the CUDA of the driver")
+if TYPE_CHECKING:
+    import tensorrt
+
+SUPPORTED_MAJORS = (10, 11)
+INSTALL_HINT = ("install NVIDIA's TensorRT Python package for the driver's CUDA: `pip install tensorrt` (TensorRT 11) "
+                "or `pip install \"tensorrt>=10,<11\"` (TensorRT 10); both fetch their libraries from NVIDIA's "
+                "index, pypi.nvidia.com (see the README)")
 _LOGGER = None  # TensorRT wants one logger per process
 
 
+def tensorrt_major(trt: ModuleType) -> int:
+    """The major version of an imported ``tensorrt`` module; :class:`EngineUnavailable` when it has none.
+
+    A ``tensorrt`` without ``__version__`` is not TensorRT: e.g. a stubs-only install (``tensorrt-stubs``
+    into site-packages) imports as an empty namespace package.
+    """
+    version = getattr(trt, "__version__", None)
+    match = re.match(r"\s*(\d+)\.", str(version)) if version is not None else None
+    if match is None:
+        where = getattr(trt, "__file__", None) or list(getattr(trt, "__path__", []))
+        raise EngineUnavailable(f"the `tensorrt` module found at {where} has no usable __version__ ({version!r}): it "
+                                f"is not TensorRT (a stubs-only or partial install?); {INSTALL_HINT}")
+    return int(match.group(1))
+
+
 def require_tensorrt() -> ModuleType:
-    """Import ``tensorrt`` or raise :class:`EngineUnavailable` saying how to get it."""
+    """Import ``tensorrt`` (major 10 or 11) or raise :class:`EngineUnavailable` saying what is wrong."""
     try:
         import tensorrt as trt
     except ImportError as err:
         raise EngineUnavailable(f"TensorRT is not available: the Python package `tensorrt` cannot be imported "
                                 f"({err}); {INSTALL_HINT}") from err
-    major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
-    if major < 10:
-        raise EngineUnavailable(f"TensorRT {getattr(trt, '__version__', '?')} found; this code needs TensorRT >= 10 "
-                                "(its name-based I/O tensor API)")
+    major = tensorrt_major(trt)
+    if major not in SUPPORTED_MAJORS:
+        supported = " and ".join(f"{m}.x" for m in SUPPORTED_MAJORS)
+        why = ("it predates the name-based I/O tensor API" if major < min(SUPPORTED_MAJORS)
+               else "its Python API has not been checked against this code")
+        raise EngineUnavailable(f"TensorRT {trt.__version__} is not supported: coreba supports TensorRT {supported} "
+                                f"only ({why}); {INSTALL_HINT}")
     return trt
 
 
@@ -55,15 +86,16 @@ def require_cuda(device: str = "cuda:0"):
     return torch.device("cuda", index)
 
 
-def trt_logger(trt: ModuleType):
+def trt_logger(trt: ModuleType) -> Any:
+    """The process's one ``tensorrt.Logger`` (WARNING)."""
     global _LOGGER
     if _LOGGER is None:
         _LOGGER = trt.Logger(trt.Logger.WARNING)
     return _LOGGER
 
 
-def torch_dtype(trt: ModuleType, dtype):
-    """The torch dtype of a TensorRT ``DataType`` (bool I/O is native in TensorRT 10)."""
+def torch_dtype(trt: ModuleType, dtype: Any) -> Any:
+    """The torch dtype of a TensorRT ``DataType`` (bool I/O is native in TensorRT 10 and 11)."""
     import torch
 
     table = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32,
@@ -72,6 +104,11 @@ def torch_dtype(trt: ModuleType, dtype):
         if getattr(trt.DataType, name, None) == dtype:
             return value
     raise EngineUnavailable(f"engine tensor type {dtype} has no torch equivalent")
+
+
+def dims_tuple(dims: tensorrt.Dims) -> tuple[int, ...]:
+    """A ``tensorrt.Dims`` as a tuple (through ``len`` and indexing, which every version's Dims has)."""
+    return tuple(int(dims[i]) for i in range(len(dims)))
 
 
 @dataclass(frozen=True)
@@ -111,7 +148,10 @@ class TensorRTEngine:
     def __init__(self, plan_path: str | Path, device: str = "cuda:0") -> None:
         import torch
 
-        trt = require_tensorrt()
+        if TYPE_CHECKING:  # a type checker sees the API description; at run time the version-checked module
+            import tensorrt as trt
+        else:
+            trt = require_tensorrt()
         self.device = require_cuda(device)
         self.plan_path = Path(plan_path)
         if not self.plan_path.is_file():
@@ -125,7 +165,9 @@ class TensorRTEngine:
                                         "only loads with the TensorRT version and GPU architecture that built it; "
                                         "rebuild it here with export/to_tensorrt.py")
             context = engine.create_execution_context()
-        self._runtime, self.engine, self.context = runtime, engine, context
+        self._runtime: tensorrt.Runtime = runtime
+        self.engine: tensorrt.ICudaEngine = engine
+        self.context: tensorrt.IExecutionContext = context
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -133,7 +175,7 @@ class TensorRTEngine:
         self.inputs: dict[str, TensorSpec] = {}
         for n in self.input_names:
             lo, _opt, hi = engine.get_tensor_profile_shape(n, 0)
-            self.inputs[n] = TensorSpec(n, tuple(engine.get_tensor_shape(n)), tuple(lo), tuple(hi))
+            self.inputs[n] = TensorSpec(n, dims_tuple(engine.get_tensor_shape(n)), dims_tuple(lo), dims_tuple(hi))
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -150,7 +192,7 @@ class TensorRTEngine:
                 self.context.set_tensor_address(name, tensor.data_ptr())
                 buffers[name] = tensor
             for name in self.output_names:
-                shape = tuple(self.context.get_tensor_shape(name))
+                shape = dims_tuple(self.context.get_tensor_shape(name))
                 if any(size < 0 for size in shape):
                     given = {n: tuple(buffers[n].shape) for n in self.input_names}
                     raise ValueError(f"TensorRT could not infer the shape of {name} ({shape}) from the input shapes "

@@ -86,6 +86,21 @@ class MultiHeadAttention(nn.Module):
             self.q_proj = self.k_proj = self.v_proj = nn.Identity()
         self.out_proj = nn.Linear(dim, dim)
         self.backend = backend
+        self._reset_parameters(project_inputs)
+
+    def _reset_parameters(self, project_inputs: bool) -> None:
+        """As QD-DETR's attentions start: ``nn.MultiheadAttention`` (q/k/v packed in one (3D, D) matrix, xavier
+        over that packed shape, zero biases) and DAB-DETR's projection-free one (zero output bias); QD-DETR's
+        ``Transformer`` then applies xavier to every matrix, the output projection included."""
+        if project_inputs:
+            packed = torch.empty(3 * self.dim, self.dim)
+            nn.init.xavier_uniform_(packed)
+            with torch.no_grad():
+                for proj, part in zip((self.q_proj, self.k_proj, self.v_proj), packed.chunk(3)):
+                    proj.weight.copy_(part)
+                    proj.bias.zero_()
+        nn.init.xavier_uniform_(self.out_proj.weight)
+        nn.init.zeros_(self.out_proj.bias)
 
     @property
     def backend(self) -> str:

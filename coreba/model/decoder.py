@@ -2,15 +2,27 @@
 
 Each of the Q = 10 queries carries an anchor (cx, w) kept in logit space. Per layer:
 
-1. ``sine`` = sine embedding of (cx, w), d/2 features each; the positional query is MLP(sine).
+1. ``sine`` = sine embedding of (cx, w), d/2 features each (QD-DETR hard-codes 128 each, i.e. d = 256); the
+   positional query is MLP(sine).
 2. The sine embedding is scaled by ``query_scale(content)`` (identity in the first layer) and by the
    width modulation w_ref / w (DAB-DETR's modulated attention), w_ref predicted from the content.
 3. Self-attention over the queries (content + position), then cross-attention over the saliency-encoder
    memory with content and position concatenated PER HEAD (so q/k have 2*Dh per head), then the FFN.
    Only the first layer adds the positional query to the cross-attention content (DAB-DETR).
-4. The anchor is refined: anchor <- sigmoid(span_head(LN(content)) + logit(anchor)), detached before the
-   next layer. The refined anchor of layer l IS layer l's span prediction, so refinement and prediction
-   share one span head (DAB-DETR's shared ``bbox_embed``).
+4. Two heads, as QD-DETR's released code has them (``bbox_embed`` in its decoder, ``span_embed`` in its model):
+
+   * prediction: spans_l = sigmoid(span_head(LN(out_l)) + logit(ref_l)), class logits = class_head(LN(out_l));
+   * refinement: ref_{l+1} = sigmoid(refine_head(out_l) + logit(anchor_l)) on the UN-normalised output;
+     the next layer's anchor is ref_{l+1} DETACHED, while layer l+1's prediction adds logit(ref_{l+1}) NOT
+     detached (so the span loss of layer l+1 reaches refine_head and layer l). ref_0 = anchor_0 =
+     sigmoid(anchors), not detached either.
+
+   The last layer's refinement feeds nothing and is not computed (QD-DETR computes and drops it).
+
+Initialisation (QD-DETR's): every matrix of the layers and of ``query_scale``, ``ref_point_head``,
+``refine_head`` and ``ref_width_head`` is xavier-uniform; ``refine_head``'s last bias is zero (DAB-DETR
+zero-initialises that layer, QD-DETR's xavier pass then re-draws its weight); ``anchors``, ``class_head``
+and ``span_head`` keep PyTorch's defaults (``span_head`` is NOT zero-initialised).
 
 Outputs per layer: class logits (B, Q, 2; index 0 = foreground) and spans (B, Q, 2; normalised cx, w).
 """
@@ -22,7 +34,7 @@ from torch import Tensor, nn
 
 from coreba.config import CorebaConfig
 from coreba.model.attention import MultiHeadAttention
-from coreba.model.layers import MLP, FeedForward, inverse_sigmoid, sine_embedding
+from coreba.model.layers import MLP, FeedForward, inverse_sigmoid, sine_embedding, xavier_weights_
 
 
 def span_sine_embedding(spans: Tensor, dim: int) -> Tensor:
@@ -49,6 +61,7 @@ class DecoderLayer(nn.Module):
         self.ffn = FeedForward(d, cfg.ffn_dim, cfg.dropout, cfg.activation)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
         self.drop1, self.drop2, self.drop3 = nn.Dropout(cfg.dropout), nn.Dropout(cfg.dropout), nn.Dropout(cfg.dropout)
+        xavier_weights_(self)
 
     def _per_head_cat(self, a: Tensor, b: Tensor) -> Tensor:
         """(B, L, H*Dh) and (B, L, H*Dh) -> (B, L, H*2Dh), each head's content next to its position."""
@@ -85,26 +98,31 @@ class MomentDecoder(nn.Module):
         self.ref_point_head = MLP(d, d, d, 2)
         self.query_scale = MLP(d, d, d, 2)
         self.ref_width_head = MLP(d, d, 1, 2)
-        self.class_head = nn.Linear(d, 2)
-        self.span_head = MLP(d, d, 2, 3)
-        nn.init.zeros_(self.span_head.layers[-1].weight)
-        nn.init.zeros_(self.span_head.layers[-1].bias)
+        self.refine_head = MLP(d, d, 2, 3)  # QD-DETR's bbox_embed: anchor refinement
+        for head in (self.ref_point_head, self.query_scale, self.ref_width_head, self.refine_head):
+            xavier_weights_(head)
+        nn.init.zeros_(self.refine_head.layers[-1].bias)
+        self.class_head = nn.Linear(d, 2)  # QD-DETR's class_embed
+        self.span_head = MLP(d, d, 2, 3)  # QD-DETR's span_embed: predictions
 
     def forward(self, memory: Tensor, memory_mask: Tensor, memory_pos: Tensor) -> list[dict[str, Tensor]]:
         """Returns one {"pred_logits": (B, Q, 2), "pred_spans": (B, Q, 2)} per layer, last layer last."""
         B, _, D = memory.shape
         tgt = memory.new_zeros(B, self.anchors.num_embeddings, D)
-        anchors = self.anchors.weight.sigmoid().to(memory.dtype).expand(B, -1, -1)  # (B, Q, 2)
+        anchor = self.anchors.weight.sigmoid().to(memory.dtype).expand(B, -1, -1)  # (B, Q, 2)
+        reference = anchor  # what this layer's predictions are relative to (not detached)
         outputs = []
         for i, layer in enumerate(self.layers):
-            sine = span_sine_embedding(anchors, D)  # (B, Q, D)
+            sine = span_sine_embedding(anchor, D)  # (B, Q, D)
             query_pos = self.ref_point_head(sine)
             query_sine = sine if i == 0 else sine * self.query_scale(tgt)
             ref_width = self.ref_width_head(tgt).sigmoid()  # (B, Q, 1)
-            query_sine = query_sine * (ref_width / anchors[..., 1:2])
+            query_sine = query_sine * (ref_width / anchor[..., 1:2])
             tgt = layer(tgt, memory, memory_mask, memory_pos, query_pos, query_sine)
             hidden = self.norm(tgt)
-            spans = (self.span_head(hidden) + inverse_sigmoid(anchors)).sigmoid()
+            spans = (self.span_head(hidden) + inverse_sigmoid(reference)).sigmoid()
             outputs.append({"pred_logits": self.class_head(hidden), "pred_spans": spans})
-            anchors = spans.detach()
+            if i < len(self.layers) - 1:
+                reference = (self.refine_head(tgt) + inverse_sigmoid(anchor)).sigmoid()
+                anchor = reference.detach()
         return outputs

@@ -12,7 +12,8 @@ Paper, Sec. III-B/C (F'_v video (B, Lv, D); F~_t balanced text (B, Lt+Lb, D)):
 
 Choices where the paper is silent (following QD-DETR):
 
-* Every block is a post-norm transformer layer (attention, residual, LN, FFN, residual, LN).
+* Every CFC block is a standard post-norm transformer layer (attention, residual, LN, FFN, residual, LN):
+  the paper gives no layer detail beyond "a single cross-attention layer".
 * The sine position of each clip is added to the video side of every attention (queries of VT and of
   the video SA call, keys of TV), as QD-DETR adds it to its T2V queries; text has no position.
 * The SA block is called twice with its own mask each time (video, then balanced text); it never
@@ -21,7 +22,13 @@ Choices where the paper is silent (following QD-DETR):
   F'_v + F_vt); "separate" SA uses one block per modality; unshared VT uses a second block for eq. (5).
   ``stacked`` (MOD_N) runs the same algorithm with N independent modules instead of N turns of one.
 * The QD-DETR encoder is ``num_qd_layers`` chained T2V cross-attention layers (video queries over the
-  balanced text); inside RAM it contributes F_fine and leaves the text unchanged.
+  balanced text); inside RAM it contributes F_fine and leaves the text unchanged. It is QD-DETR's
+  ``t2v_encoder`` exactly: cross-attention only (no self-attention), PReLU FFN, QD-DETR's T2V residual (the
+  FFN's residual adds to the sum before the first LayerNorm, see :class:`~coreba.model.layers.AttentionLayer`),
+  clip positions on the queries and, with ``text_position_embedding`` (QD-DETR's ``use_txt_pos``), text
+  positions on the keys (zero for Balance Tokens). One difference, on purpose: QD-DETR repeats its
+  query-by-key mask head-major where PyTorch expects batch-major, which makes a sample's output depend on its
+  batch-mates when clips are padded; that bug is not carried over (masks are per sample here).
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ from coreba.config import CorebaConfig
 from coreba.model.layers import AttentionLayer
 
 
-def _layer(cfg: CorebaConfig, num_always_valid: int | None = None) -> AttentionLayer:
+def _layer(cfg: CorebaConfig, num_always_valid: int | None = None, t2v_residual: bool = False) -> AttentionLayer:
     return AttentionLayer(cfg.hidden_dim, cfg.num_heads, cfg.ffn_dim, cfg.dropout, cfg.activation,
-                          backend="sdpa", num_always_valid=num_always_valid)
+                          backend="sdpa", num_always_valid=num_always_valid, t2v_residual=t2v_residual)
 
 
 class CFCModule(nn.Module):
@@ -54,8 +61,10 @@ class CFCModule(nn.Module):
         return [self.vt] if self.vt_fine is None else [self.vt, self.vt_fine]
 
     def forward(self, video: Tensor, video_mask: Tensor, video_pos: Tensor, text: Tensor,
-                text_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """video (B, Lv, D), video_mask (B, Lv), video_pos (B, Lv, D); text (B, Lt+Lb, D) balanced, text_mask."""
+                text_mask: Tensor, text_pos: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """video (B, Lv, D), video_mask (B, Lv), video_pos (B, Lv, D); text (B, Lt+Lb, D) balanced, text_mask.
+
+        ``text_pos`` is always None here (the config allows text positions only for the QD-DETR encoder)."""
         f_vt = self.vt(video, text, text_mask, pos=video_pos)  # eq. (2), (B, Lv, D)
         f_tv = text if self.tv is None else self.tv(text, video, video_mask, key_pos=video_pos)  # eq. (3)
         if self.sa_video is None:
@@ -74,16 +83,16 @@ class QDCrossEncoder(nn.Module):
 
     def __init__(self, cfg: CorebaConfig) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(_layer(cfg, num_always_valid=cfg.num_balance_tokens)
+        self.layers = nn.ModuleList(_layer(cfg, num_always_valid=cfg.num_balance_tokens, t2v_residual=True)
                                     for _ in range(cfg.num_qd_layers))
 
     def vt_blocks(self) -> list[AttentionLayer]:
         return list(self.layers)
 
     def forward(self, video: Tensor, video_mask: Tensor, video_pos: Tensor, text: Tensor,
-                text_mask: Tensor) -> tuple[Tensor, None]:
+                text_mask: Tensor, text_pos: Tensor | None = None) -> tuple[Tensor, None]:
         for layer in self.layers:
-            video = layer(video, text, text_mask, pos=video_pos)
+            video = layer(video, text, text_mask, pos=video_pos, key_pos=text_pos)
         return video, None
 
 
@@ -102,11 +111,11 @@ class RecurrentAlignment(nn.Module):
         return [vt for block in self.blocks for vt in block.vt_blocks()]
 
     def forward(self, video: Tensor, video_mask: Tensor, video_pos: Tensor, text: Tensor,
-                text_mask: Tensor) -> Tensor:
+                text_mask: Tensor, text_pos: Tensor | None = None) -> Tensor:
         f_fine = video
         for turn in range(self.num_turns):  # a Python loop: export unrolls it, weights stay shared
             block = self.blocks[turn % len(self.blocks)]
-            f_fine, f_tv_tilde = block(video, video_mask, video_pos, text, text_mask)
+            f_fine, f_tv_tilde = block(video, video_mask, video_pos, text, text_mask, text_pos)
             if turn == self.num_turns - 1:
                 break  # the last turn's residual updates feed nothing
             video = video + f_fine

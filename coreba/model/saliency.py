@@ -4,6 +4,10 @@ A learned saliency token t_s (with its own learned position) is appended to F_fi
 self-attention layers encode [F_fine || t_s]; the score of clip i is <P1 F^_i, P2 t^_s> / sqrt(d).
 The paper writes eq. (7) with vectors w_f, w_s and a 1/d factor; QD-DETR's released code, which the
 paper says it adopts, uses two d x d projections and 1/sqrt(d), and that is what is built here.
+
+QD-DETR places its token first, [t_s || F_fine]; attention does not depend on the order, so the token is
+appended here. The token and its position start as QD-DETR's do, ``torch.randn`` (std 1); the two
+projections keep PyTorch's default init (they are outside QD-DETR's xavier-initialised ``Transformer``).
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ class SaliencyEncoder(nn.Module):
     def __init__(self, cfg: CorebaConfig) -> None:
         super().__init__()
         d = cfg.hidden_dim
-        self.token = nn.Parameter(torch.randn(d) * 0.02)
-        self.token_pos = nn.Parameter(torch.randn(d) * 0.02)
+        self.token = nn.Parameter(torch.randn(d))
+        self.token_pos = nn.Parameter(torch.randn(d))
         self.layers = nn.ModuleList(
             AttentionLayer(d, cfg.num_heads, cfg.ffn_dim, cfg.dropout, cfg.activation)
             for _ in range(cfg.num_saliency_layers))

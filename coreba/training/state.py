@@ -6,7 +6,6 @@ arbitrary code runs on load). The deployable model is the separate ``save_pretra
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from coreba.atomic import atomic_file
 
 STATE_VERSION = 1
 
@@ -60,9 +61,8 @@ def save_training_state(path: str | Path, model: nn.Module, optimizer: torch.opt
         "config": config,
         "rng": capture_rng(data_rng),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

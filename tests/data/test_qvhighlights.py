@@ -217,6 +217,16 @@ def test_sources_are_cut_to_the_shortest(tiny: DataConfig):
     torch.testing.assert_close(sample["span_labels"], torch.tensor([[0.2, 0.2]]))
 
 
+def test_training_keeps_at_most_five_windows_a_query_as_qd_detr(tiny: DataConfig):
+    assert DataConfig("a.jsonl", ["v"], "t").max_windows == 5  # QD-DETR's --max_windows default
+    records = load_annotations(tiny.annotation_path)
+    records[0]["relevant_windows"] = [[2 * i, 2 * i + 2] for i in range(0, 10, 2)] + [[18, 20], [14, 16]]  # 7
+    write_annotations(tiny.annotation_path, records)
+    labels = QVHighlightsDataset(tiny)[0]["span_labels"]
+    assert labels.shape == (5, 2)
+    assert len({tuple(row) for row in labels.tolist()}) == 5  # 5 distinct windows of the 7
+
+
 def test_windows_beyond_max_windows_are_sampled(tiny: DataConfig):
     records = load_annotations(tiny.annotation_path)
     records[0]["relevant_windows"] = [[0, 2], [4, 6], [8, 10]]

@@ -16,8 +16,9 @@ from coreba import Coreba, CorebaConfig
 from coreba.engines import EngineUnavailable
 from coreba.engines.onnxruntime_engine import OnnxRuntimeEngine
 from coreba.interface import make_feeds
+from coreba.onnx_io import read_metadata
 from export import to_onnx
-from export.onnx_export import export_onnx, read_metadata
+from export.onnx_export import export_onnx
 from export.spec import FP32_TOLERANCE, INPUT_NAMES, OUTPUT_NAMES
 from export.validate import ParityCase, check_parity, eager_outputs
 from tests.conftest import tiny_config

@@ -104,9 +104,9 @@ def test_int8_models_load_as_int8_and_say_what_was_kept(small, backend):
     if backend == "onnxruntime":
         meta = {p.key: p.value for p in onnx.load(str(output), load_external_data=False).metadata_props}
     else:
-        from coreba.engines.openvino_engine import read_rt_info
+        from coreba.engines.openvino_engine import read_ir_metadata
 
-        meta = {key: read_rt_info(output, key) for key in ("precision", "config", "quantization")}
+        meta = read_ir_metadata(output)
     assert meta["precision"] == "int8" and CorebaConfig.from_json(meta["config"]) == cfg
     assert json.loads(meta["quantization"])["kept_fp32"] == report.kept_fp32
 

@@ -14,21 +14,20 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from coreba import Coreba
 from coreba.engines import EngineUnavailable
 from coreba.engines.tensorrt_engine import TensorRTEngine, TensorSpec, check_shapes, require_cuda, require_tensorrt
+from coreba.onnx_io import OnnxFileError, read_model_config
 from export import to_tensorrt
-from export.onnx_export import export_onnx
 from export.tensorrt_build import (
     ModelDims,
     ProfileError,
     ShapeProfile,
-    TensorRTBuildError,
     build_engine,
     check_engine_parity,
+    graph_precision,
     model_dims,
+    plan_build,
     profile_cases,
-    read_model_config,
     trtexec_command,
 )
 from export.tensorrt_ops import (
@@ -42,20 +41,6 @@ from tests.conftest import tiny_config
 
 TINY_PROFILE = ShapeProfile(min_batch=1, opt_batch=4, max_batch=8, min_clips=1, opt_clips=30, max_clips=30,
                             min_tokens=1, opt_tokens=12, max_tokens=12)
-
-
-@pytest.fixture(scope="module")
-def trt_model() -> Coreba:
-    torch.manual_seed(0)
-    return Coreba(tiny_config()).eval()
-
-
-@pytest.fixture(scope="module")
-def trt_onnx(trt_model, tmp_path_factory):
-    """The tiny model exported by the real exporter, fp32 and fp16 (each parity-checked on ONNX Runtime)."""
-    root = tmp_path_factory.mktemp("trt_onnx")
-    return {"fp32": export_onnx(trt_model, root / "tiny.onnx").path,
-            "fp16": export_onnx(trt_model, root / "tiny-fp16.onnx", fp16=True).path}
 
 
 def _graph(nodes, inputs, outputs, opset: int = 18, initializers=(), domains=()) -> onnx.ModelProto:
@@ -149,18 +134,40 @@ def test_trtexec_command_shapes_and_flags():
     dims = ModelDims(video_dim=2818, text_dim=512, max_video_len=75, max_text_len=32)
     profile = ShapeProfile(min_batch=1, opt_batch=8, max_batch=64, min_clips=2, opt_clips=60, max_clips=75,
                            min_tokens=3, opt_tokens=20, max_tokens=32)
-    cmd = trtexec_command("m.onnx", "out dir/m.plan", profile, "fp16", dims, timing_cache="t.cache", workspace_gb=2)
+    cmd = trtexec_command("m.onnx", "out dir/m.plan", profile, plan_build("fp16"), dims, timing_cache="t.cache",
+                          workspace_gb=2)
     assert cmd.startswith("trtexec --onnx=m.onnx '--saveEngine=out dir/m.plan'")
     shapes = dict(re.findall(r"--(min|opt|max)Shapes=(\S+)", cmd))
     assert shapes["min"] == "video_feats:1x2x2818,video_mask:1x2,text_feats:1x3x512,text_mask:1x3"
     assert shapes["opt"] == "video_feats:8x60x2818,video_mask:8x60,text_feats:8x20x512,text_mask:8x20"
     assert shapes["max"] == "video_feats:64x75x2818,video_mask:64x75,text_feats:64x32x512,text_mask:64x32"
-    assert "--fp16" in cmd and "--timingCacheFile=t.cache" in cmd and "--memPoolSize=workspace:2048" in cmd
-    flags = {p: trtexec_command("m.onnx", "m.plan", profile, p, dims) for p in ("fp32", "tf32", "bf16")}
-    assert "--noTF32" in flags["fp32"] and "--bf16" in flags["bf16"]
-    assert not re.search(r"--(noTF32|fp16|bf16)", flags["tf32"])
-    with pytest.raises(ValueError, match="precision must be one of"):
-        trtexec_command("m.onnx", "m.plan", profile, "int8", dims)
+    assert "--stronglyTyped" in cmd and "--timingCacheFile=t.cache" in cmd and "--memPoolSize=workspace:2048" in cmd
+    assert not re.search(r"--(fp16|bf16|noTF32)\b", cmd)  # an fp16 graph strongly typed: no precision flag
+    flags = {p: trtexec_command("m.onnx", "m.plan", profile, plan, dims) for p, plan in (
+        ("fp32", plan_build("fp32", "fp32")), ("tf32", plan_build("fp32", "tf32")),
+        ("weak-fp16", plan_build("fp32", "fp16", "weak")), ("weak-bf16", plan_build("fp32", "bf16", "weak")))}
+    assert "--noTF32" in flags["fp32"] and "--stronglyTyped" in flags["fp32"]
+    assert not re.search(r"--(noTF32|fp16|bf16)\b", flags["tf32"]) and "--stronglyTyped" in flags["tf32"]
+    assert "--fp16" in flags["weak-fp16"] and "--stronglyTyped" not in flags["weak-fp16"]
+    assert "--bf16" in flags["weak-bf16"]
+
+
+def test_graph_precision_of_the_real_exports(trt_onnx):
+    assert graph_precision(trt_onnx["fp32"]) == "fp32"
+    assert graph_precision(trt_onnx["fp16"]) == "fp16"
+
+
+def test_end_to_end_graph_profiles_duration(tiny_end_to_end):
+    """An end-to-end graph's profile (and trtexec line) covers ``duration`` (B,), its K is read from the file."""
+    from coreba.onnx_io import end_to_end_top_k
+
+    _, result = tiny_end_to_end
+    assert end_to_end_top_k(result.path) == 10
+    dims = ModelDims(video_dim=40, text_dim=24, max_video_len=30, max_text_len=12)
+    profile = ShapeProfile.for_model(dims, max_batch=16)
+    assert profile.input_shapes(dims, end_to_end=True)["duration"] == ((1,), (8,), (16,))
+    cmd = trtexec_command(result.path, "e2e.plan", profile, plan_build("fp32"), dims, end_to_end=True)
+    assert dict(re.findall(r"--(min|opt|max)Shapes=(\S+)", cmd))["max"].endswith(",duration:16")
 
 
 def test_profile_cases_stay_inside_the_profile():
@@ -181,7 +188,7 @@ def test_read_model_config_from_onnx_metadata(trt_onnx, tmp_path):
     bare = onnx.load(str(trt_onnx["fp32"]))
     del bare.metadata_props[:]
     onnx.save(bare, str(tmp_path / "bare.onnx"))
-    with pytest.raises(TensorRTBuildError, match="no 'config' metadata"):
+    with pytest.raises(OnnxFileError, match="no 'config' metadata"):
         read_model_config(tmp_path / "bare.onnx")
 
 
@@ -200,7 +207,8 @@ def test_engine_without_cuda_is_unavailable(monkeypatch, tmp_path):
     with pytest.raises(EngineUnavailable, match="needs a CUDA GPU"):
         TensorRTEngine(tmp_path / "missing.plan")
     fake.__version__ = "8.6.1"
-    with pytest.raises(EngineUnavailable, match="needs TensorRT >= 10"):
+    with pytest.raises(EngineUnavailable, match="TensorRT 8.6.1 is not supported: coreba supports TensorRT 10.x and "
+                                                "11.x only"):
         TensorRTEngine(tmp_path / "missing.plan")
 
 
@@ -225,6 +233,10 @@ def test_build_and_cli_without_tensorrt(monkeypatch, trt_onnx, tmp_path, capsys)
     out, err = capsys.readouterr()
     assert code == 1 and "`tensorrt` cannot be imported" in err
     assert "trtexec --onnx=" in out and "--maxShapes=video_feats:8x30x40" in out and "--noTF32" in out
+    assert "--stronglyTyped" in out and "fp32 graph -> strongly typed fp32 engine" in out
+    # an fp16 engine from the fp32 graph, strongly typed: refused before TensorRT is even looked for
+    assert to_tensorrt.main(["--onnx", str(trt_onnx["fp32"]), "--output", "x.plan", "--precision", "fp16"]) == 2
+    assert "python export/to_onnx.py --fp16" in capsys.readouterr().err
     assert to_tensorrt.main(["--onnx", str(trt_onnx["fp32"]), "--output", "x.plan", "--max-clips", "31"]) == 2
     assert "max clips 31 > the model's max_video_len 30" in capsys.readouterr().err
 
@@ -232,24 +244,29 @@ def test_build_and_cli_without_tensorrt(monkeypatch, trt_onnx, tmp_path, capsys)
 # ------------------------------------------------------------------------- with TensorRT and a CUDA GPU
 @pytest.fixture
 def tensorrt_gpu():
-    """Skip, saying exactly what is missing, unless TensorRT 10 imports and a CUDA device is visible."""
+    """Skip, saying exactly what is missing, unless TensorRT 10 or 11 imports and a CUDA device is visible."""
     try:
         trt = require_tensorrt()
         require_cuda("cuda:0")
     except EngineUnavailable as err:
-        pytest.skip(f"TensorRT engine tests need TensorRT 10 and a CUDA GPU: {err}")
+        pytest.skip(f"TensorRT engine tests need TensorRT 10 or 11 and a CUDA GPU: {err}")
     return trt
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(("graph", "precision"), [("fp32", "fp32"), ("fp32", "fp16"), ("fp16", "fp16")])
-def test_tensorrt_engine_parity(tensorrt_gpu, trt_model, trt_onnx, tmp_path, graph, precision):
+@pytest.mark.parametrize(("graph", "precision", "typing"), [("fp32", "fp32", "strong"), ("fp32", "tf32", "strong"),
+                                                            ("fp16", "fp16", "strong"), ("fp32", "fp16", "weak")])
+def test_tensorrt_engine_parity(tensorrt_gpu, trt_model, trt_onnx, tmp_path, graph, precision, typing):
+    if typing == "weak" and not hasattr(tensorrt_gpu.BuilderFlag, "FP16"):
+        pytest.skip(f"TensorRT {tensorrt_gpu.__version__} has no weakly typed builds (removed in TensorRT 11)")
     cache = tmp_path / "timing.cache"
-    plan = build_engine(trt_onnx[graph], tmp_path / f"{graph}-{precision}.plan", TINY_PROFILE, precision, cache)
+    plan = build_engine(trt_onnx[graph], tmp_path / f"{graph}-{precision}.plan", TINY_PROFILE, precision, cache,
+                        typing=typing)
     assert plan.stat().st_size > 0 and cache.stat().st_size > 0
     report = check_engine_parity(plan, trt_model, TINY_PROFILE, precision)
     assert report.ok and {r.case.split()[0] for r in report.rows} >= {"opt", "max"}
-    rebuilt = build_engine(trt_onnx[graph], tmp_path / "again.plan", TINY_PROFILE, precision, cache)  # reuses cache
+    rebuilt = build_engine(trt_onnx[graph], tmp_path / "again.plan", TINY_PROFILE, precision, cache,
+                           typing=typing)  # reuses the cache
     assert rebuilt.stat().st_size > 0
 
 
@@ -273,9 +290,26 @@ def test_tensorrt_engine_io_and_profile_errors(tensorrt_gpu, trt_onnx, tmp_path)
 @pytest.mark.gpu
 def test_tensorrt_cli_end_to_end(tensorrt_gpu, trt_model, trt_onnx, tmp_path, capsys):
     checkpoint = trt_model.save_pretrained(tmp_path / "ckpt")
-    code = to_tensorrt.main(["--onnx", str(trt_onnx["fp32"]), "--output", str(tmp_path / "cli.plan"),
-                             "--checkpoint", str(checkpoint), "--precision", "fp16", "--max-batch", "8",
+    code = to_tensorrt.main(["--onnx", str(trt_onnx["fp16"]), "--output", str(tmp_path / "cli.plan"),
+                             "--checkpoint", str(checkpoint), "--max-batch", "8",
                              "--opt-batch", "4", "--timing-cache", str(tmp_path / "cli.cache")])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "OK:" in out and (tmp_path / "cli.plan").is_file() and (tmp_path / "cli.cache").is_file()
+
+
+@pytest.mark.gpu
+def test_tensorrt_cli_end_to_end_graph(tensorrt_gpu, tiny_end_to_end, tmp_path, capsys):
+    """The served graph: duration in the profile, its answer checked against eager + postprocess while the plan
+    still has its temporary name (the sidecar is not there yet), then both moved into place."""
+    import json
+
+    model, result = tiny_end_to_end
+    checkpoint = model.save_pretrained(tmp_path / "ckpt")
+    code = to_tensorrt.main(["--onnx", str(result.path), "--output", str(tmp_path / "e2e.plan"),
+                             "--checkpoint", str(checkpoint), "--max-batch", "8", "--opt-batch", "4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "end-to-end" in out and "duration:8" in out and "OK:" in out
+    sidecar = json.loads((tmp_path / "e2e.json").read_text())
+    assert (sidecar["graph"], sidecar["top_k"]) == ("end_to_end", 10)

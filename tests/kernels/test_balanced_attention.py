@@ -169,26 +169,98 @@ def test_bf16(device):
 # Host-side logic (no launch)
 
 
-def test_bf16_under_the_interpreter_uses_the_reference():
-    """The interpreter's tl.dot would multiply bf16 bit patterns; the wrapper takes the reference path."""
-    if not ba._interpreting():
-        pytest.skip("only under TRITON_INTERPRET=1")
-    q, kt, vt, mask, kb, vb = _inputs(2, 2, 9, 5, 3, 32, torch.bfloat16, "cpu")
-    got = balanced_cross_attention(q, kt, vt, mask, kb, vb)
-    assert torch.equal(got, balanced_cross_attention_reference(q, kt, vt, mask, kb, vb))
+def test_bf16_without_a_bf16_dot_still_matches_float64(device=DEVICES[0]):
+    """bf16 on the interpreter (no bf16 dot there) takes the reference path: the result must still be
+    written in full (NaN-poisoned output) and match the float64 reference at the bf16 tolerance."""
+    q, kt, vt, mask, kb, vb = _inputs(2, 2, 9, 5, 3, 32, torch.bfloat16, device)
+    _check(q, kt, vt, mask, kb, vb)
 
 
-def test_interpreter_uses_one_config(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    pytest.importorskip("triton")
-    assert len(ba._configs()) == 1
-
-
-def test_fallback_is_the_reference(monkeypatch):
+def test_without_a_kernel_the_result_still_matches_float64(monkeypatch):
+    """Where the kernel cannot run (no triton / no CUDA), the wrapper's fallback is checked like the kernel."""
     monkeypatch.setattr(ba, "triton_available", lambda device: False)
-    q, kt, vt, mask, kb, vb = _inputs(2, 2, 7, 5, 3, 16, torch.float32, "cpu")
-    got = balanced_cross_attention(q, kt, vt, mask, kb, vb)
-    assert torch.equal(got, balanced_cross_attention_reference(q, kt, vt, mask, kb, vb))
+    q, kt, vt, mask, kb, vb = _inputs(2, 2, 7, 5, 3, 16, torch.float32, "cpu", bal_shared=True)
+    _check(q, kt, vt, mask, kb, vb, scale=0.2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Autotuning: pruning and the key (no launch: the GPU config set is built with TRITON_INTERPRET=0)
+
+
+def _gpu_configs(monkeypatch) -> list:
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # _configs() reads it at each call
+    return ba._configs()
+
+
+def _blocks(configs) -> set[tuple[int, int]]:
+    return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in configs}
+
+
+@pytest.mark.parametrize(
+    ("lq", "lt", "expected"),
+    [
+        (75, 32, {(16, 16), (32, 16), (32, 32), (64, 16), (64, 32), (128, 32)}),  # the model's full shape
+        (5, 1, {(16, 16)}),  # one clip block, one text block
+        (17, 17, {(16, 16), (32, 16), (32, 32)}),  # just past a power of two: rounded up, not down
+        (1200, 64, {(16, 16), (32, 16), (32, 32), (64, 16), (64, 32), (64, 64), (128, 32), (128, 64)}),
+    ],
+    ids=["model", "tiny", "just_past_pow2", "long_video"],
+)
+def test_prune_configs_on_known_shapes(monkeypatch, lq, lt, expected):
+    configs = _gpu_configs(monkeypatch)
+    assert len(configs) == 8 and len(_blocks(configs)) == 8
+    kept = ba._prune_configs(configs, {"LQ": lq, "LT": lt, "LB": 7})
+    assert _blocks(kept) == expected
+
+
+def test_prune_configs_keeps_the_smallest_when_nothing_fits(monkeypatch):
+    big = [c for c in _gpu_configs(monkeypatch) if c.kwargs["BLOCK_M"] >= 64 and c.kwargs["BLOCK_N"] >= 32]
+    assert _blocks(ba._prune_configs(big, {"LQ": 5, "LT": 3, "LB": 7})) == {(64, 32)}
+
+
+def test_gpu_configs_are_valid_tilings(monkeypatch):
+    for c in _gpu_configs(monkeypatch):
+        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+        assert bm >= 16 and bn >= 16 and bm & (bm - 1) == 0 and bn & (bn - 1) == 0, c  # tl.dot needs >= 16
+        assert c.num_stages == 1 and c.num_warps in (1, 2, 4, 8), c
+
+
+def test_batch_bucket():
+    assert [ba.batch_bucket(b, 8) for b in (1, 2, 3, 4, 5, 1000, 1024, 1025)] == [8, 16, 32, 32, 64, 8192, 8192,
+                                                                                   16384]
+
+
+@pytest.mark.skipif(not triton_available("cpu") and not torch.cuda.is_available(), reason="needs triton")
+def test_autotune_key_separates_batch_sizes(monkeypatch):
+    """The wrapper's real launch arguments, read through the real autotuner's key: B=1 and B=1024 must be
+    tuned separately, B=1000 and B=1024 share a tuning, and each batch chunk gets its own bucket."""
+    autotuner = ba._kernel(ba._interpreting())
+    assert tuple(autotuner.keys) == ba.AUTOTUNE_KEY
+    launches: list[dict] = []
+
+    class Recorder:
+        def __getitem__(self, grid):
+            def launch(*args, **meta):
+                launches.append({**dict(zip(autotuner.arg_names, args)), **meta})
+            return launch
+
+    monkeypatch.setattr(ba, "_kernel", lambda interpret: Recorder())
+
+    def key_at(batch: int) -> tuple:
+        launches.clear()
+        q, kt, vt, mask, kb, vb = _inputs(batch, 8, 3, 2, 2, 16, torch.float32, DEVICES[0], bal_shared=True)
+        balanced_cross_attention(q, kt, vt, mask, kb, vb)
+        assert len(launches) == 1
+        return tuple(launches[0][k] for k in autotuner.keys)
+
+    assert key_at(1) != key_at(1024)
+    assert key_at(1000) == key_at(1024) and key_at(3) == key_at(4) != key_at(5)
+    monkeypatch.setattr(ba, "_MAX_GRID_Y", 8 * 3)  # 3 samples per launch: chunks of 3 and 1
+    launches.clear()
+    q, kt, vt, mask, kb, vb = _inputs(4, 8, 3, 2, 2, 16, torch.float32, DEVICES[0], bal_shared=True)
+    balanced_cross_attention(q, kt, vt, mask, kb, vb)
+    assert [launch["BH_BUCKET"] for launch in launches] == [32, 8]
 
 
 def test_reference_against_a_loop():

@@ -157,11 +157,16 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     loaded = Coreba.from_pretrained(tmp_path / "ckpt").eval()
     assert loaded.config == cfg
-    for (k1, v1), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
-        assert k1 == k2 and torch.equal(v1, v2)
+    want, got = model.state_dict(), loaded.state_dict()
+    missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+    assert not missing and not extra, f"state dict keys differ: missing {missing}, extra {extra}"
+    for key, value in want.items():
+        assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
     batch = random_batch(cfg, [30, 4], [5, 12])
     with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(model(*batch).values(), loaded(*batch).values()))
+        want_out, got_out = model(*batch), loaded(*batch)
+    assert got_out.keys() == want_out.keys()
+    assert all(torch.equal(got_out[k], want_out[k]) for k in want_out)
 
 
 def test_corrupt_and_mismatched_checkpoints_are_explained(tmp_path):

@@ -1,5 +1,6 @@
-"""Fixtures of the serving tests: one tiny exported model per session, its repository, and the reference
-answer (eager PyTorch + the ONE post-processing) that every served answer is compared with."""
+"""Fixtures of the serving tests: one tiny model exported once per session (its end-to-end graph, and its raw
+graph for the baseline), its repository, and the reference answer (eager PyTorch + the ONE post-processing)
+that every served answer is compared with."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from coreba import Coreba, CorebaConfig
 from coreba.postprocess import QueryResult, postprocess
@@ -22,7 +22,8 @@ TOLERANCE = 1e-4  # served vs eager, on every moment value and saliency
 class ServedModel:
     model: Coreba
     config: CorebaConfig
-    onnx_path: Path
+    onnx_path: Path  # the end-to-end graph: what is served
+    raw_onnx_path: Path  # the raw graph: the baseline's engine
 
 
 @dataclass
@@ -33,25 +34,27 @@ class Query:
 
 
 @pytest.fixture(scope="session")
-def served_model(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
-    """The brief's tiny config, exported once (export_onnx checks its own parity with ONNX Runtime)."""
+def served_model(tiny_end_to_end, tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
+    """The tiny config (30 clips, 12 tokens), its end-to-end graph (shared with the export tests) and its raw
+    graph, each checked by export_onnx against eager PyTorch."""
     import export.onnx_export as onnx_export
 
-    cfg = CorebaConfig(video_dim=40, text_dim=24, hidden_dim=32, num_heads=4, ffn_dim=64, num_balance_tokens=3,
-                       num_recurrent=2, max_video_len=30, max_text_len=12)
-    torch.manual_seed(0)
-    model = Coreba(cfg).eval()
-    path = tmp_path_factory.mktemp("onnx") / "coreba.onnx"
-    onnx_export.export_onnx(model, path)
-    return ServedModel(model, cfg, path)
+    model, result = tiny_end_to_end
+    raw = onnx_export.export_onnx(model, tmp_path_factory.mktemp("onnx") / "coreba.onnx").path
+    return ServedModel(model, model.config, result.path, raw)
 
 
 @pytest.fixture(scope="session")
 def repository(served_model: ServedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default repository (coreba, coreba_onnx) plus the baseline (the two-step path of before), with a queue
+    delay: the tiny model answers in ~1 ms, faster than a test client sends, so without one concurrent requests
+    would rarely meet in the queue and the batching test would test the client's speed."""
     from serving.build_repository import build_repository
+    from serving.model_configs import Batching
 
     output = tmp_path_factory.mktemp("repo") / "model_repository"
-    build_repository(served_model.onnx_path, output)
+    build_repository(served_model.onnx_path, output, batching=Batching(max_queue_delay_us=5000),
+                     baseline_onnx=served_model.raw_onnx_path)
     return output
 
 

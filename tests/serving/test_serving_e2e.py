@@ -1,6 +1,7 @@
-"""End to end against the real Triton server on 127.0.0.1: the ensemble's answers equal eager PyTorch +
-the same post-processing over HTTP and gRPC (sync and asyncio), concurrent requests are batched by the
-dynamic batcher and still answered right, and the client CLI works over npz files."""
+"""End to end against the real Triton server on 127.0.0.1: the one-step model's answers equal eager PyTorch +
+the same post-processing over HTTP and gRPC (sync and asyncio, and through system shared memory), concurrent
+requests are batched by the dynamic batcher and still answered right, the baseline (the two-step path the load
+test compares with) answers the same, and the client CLI works over npz files."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import json
 import numpy as np
 import pytest
 
+from serving.baseline import BASELINE
 from serving.client import AsyncCorebaClient, CorebaClient, main
 from serving.launcher import TritonServer
-from serving.spec import ENGINE_MODELS
+from serving.spec import SERVED
 
 pytestmark = pytest.mark.server
 
@@ -22,14 +24,16 @@ CONCURRENT = 40
 
 @pytest.fixture(scope="module")
 def server(repository):
-    with TritonServer(repository, startup_timeout_s=120) as server:
+    with TritonServer(repository, models=(SERVED, BASELINE), startup_timeout_s=180) as server:
         yield server
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_answers_match_eager(server, protocol, make_query, reference, same_answer):
+@pytest.mark.parametrize("protocol,model,shared_memory", [
+    ("http", SERVED, False), ("grpc", SERVED, False), ("http", SERVED, True), ("grpc", SERVED, True),
+    ("grpc", BASELINE, False)])
+def test_answers_match_eager(server, protocol, model, shared_memory, make_query, reference, same_answer):
     url = server.http_url if protocol == "http" else server.grpc_url
-    with CorebaClient(url, protocol) as client:
+    with CorebaClient(url, protocol, model=model, shared_memory=shared_memory) as client:
         assert (client.layout.max_clips, client.layout.max_tokens) == (30, 12)
         for seed, (clips, tokens) in enumerate(LENGTHS):
             query = make_query(clips, tokens, seed)
@@ -56,8 +60,7 @@ def _execution_stats(server, model: str) -> tuple[int, int]:
 def test_concurrent_requests_are_batched(server, protocol, make_query, reference, same_answer):
     rng = np.random.default_rng(7)
     queries = [make_query(int(rng.integers(1, 31)), int(rng.integers(1, 13)), 100 + i) for i in range(CONCURRENT)]
-    engine = ENGINE_MODELS["python"]
-    before = _execution_stats(server, engine)
+    before = _execution_stats(server, SERVED)
 
     async def ask_all():
         client = await AsyncCorebaClient.connect(server.grpc_url if protocol == "grpc" else server.http_url,
@@ -68,11 +71,45 @@ def test_concurrent_requests_are_batched(server, protocol, make_query, reference
             await client.close()
 
     answers = asyncio.run(asyncio.wait_for(ask_all(), timeout=120))
-    inferences, executions = (a - b for a, b in zip(_execution_stats(server, engine), before))
+    inferences, executions = (a - b for a, b in zip(_execution_stats(server, SERVED), before))
     assert inferences == CONCURRENT
     assert executions < inferences, f"no batching: {executions} executions for {inferences} requests"
     for query, got in zip(queries, answers):
         same_answer(got, reference(query))
+
+
+def _registered_regions(server) -> list[str]:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        return [region["name"] for region in client.get_system_shared_memory_status()]
+    finally:
+        client.close()
+
+
+def test_shared_memory_regions_are_registered_then_released(server, make_query, reference, same_answer):
+    """The regions carry a request's tensors (the server sees them registered, sized for the request), are
+    grown for a larger batch, and are gone from the server and from /dev/shm once the client closes."""
+    from pathlib import Path
+
+    from serving.client import pad_request
+
+    query = make_query(30, 12, 5)
+    with CorebaClient(server.grpc_url, "grpc", shared_memory=True) as client:
+        same_answer(client.query(query.video, query.text, query.duration), reference(query))
+        regions = client.shared_memory.regions
+        assert sorted(r.name for r in regions.values()) == sorted(n for n in _registered_regions(server)
+                                                                  if n.startswith(client.shared_memory.prefix))
+        small = regions["inputs"].byte_size
+        padded = pad_request(query.video, query.text, query.duration, client.layout)
+        answers = client.infer({name: np.repeat(array, 3, axis=0) for name, array in padded.items()})
+        assert len(answers) == 3 and regions["inputs"].byte_size > 2 * small  # grown for the batch of 3
+        for got in answers:
+            same_answer(got, reference(query))
+        keys = [r.key for r in regions.values()]
+    assert not [n for n in _registered_regions(server) if n.startswith(client.shared_memory.prefix)]
+    assert not any(Path("/dev/shm", key.lstrip("/")).exists() for key in keys)
 
 
 def test_client_cli(server, make_query, reference, same_answer, tmp_path, capsys):
@@ -81,7 +118,8 @@ def test_client_cli(server, make_query, reference, same_answer, tmp_path, capsys
     np.savez(tmp_path / "query.npz", last_hidden_state=query.text)
     args = ["--video", str(tmp_path / "video.npz"), "--text", str(tmp_path / "query.npz"),
             "--duration", str(query.duration)]
-    for extra in (["--url", server.http_url], ["--url", server.grpc_url, "--protocol", "grpc", "--async"]):
+    for extra in (["--url", server.http_url], ["--url", server.grpc_url, "--protocol", "grpc", "--async"],
+                  ["--url", server.http_url, "--shared-memory"]):
         assert main(args + extra) == 0
         line = json.loads(capsys.readouterr().out)
         got = type(reference(query))(line["pred_relevant_windows"], line["pred_saliency_scores"])

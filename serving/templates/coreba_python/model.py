@@ -1,39 +1,43 @@
-"""Triton Python-backend model ``coreba_python``: COREBA on any file-based engine of :mod:`coreba.engines`.
+"""Triton Python-backend model ``coreba``: the end-to-end graph on ONNX Runtime or OpenVINO, the model clients call.
 
-* ``initialize`` parses the model config (output dtypes, parameters) and loads the ONE engine its parameters name
-  through :func:`coreba.engines.load_engine`: ``engine`` (onnxruntime | openvino), ``precision`` (fp32 | bf16 |
-  int8), ``model_filename``, ``intra_op_threads`` and, for ONNX Runtime, ``graph_optimization`` (the provider
-  follows the instance kind: KIND_GPU -> CUDA on ``model_instance_device_id``). It reads the model's
-  :class:`coreba.CorebaConfig` from the model file and refuses a config.pbtxt that disagrees with it.
-* ``execute`` validates each request on its own with :func:`coreba.model.validation.validate_inputs` (a bad
-  request gets an error response naming the problem; the others go on), concatenates the valid requests of
-  one shape into ONE batch, runs the engine once, and splits the outputs back: one response per request.
-  Batching is exact: a sample's outputs depend neither on its padding nor on its batch-mates.
+One step per batch, no second model: the graph holds the post-processing, so the engine returns the answer
+(moments, saliency, num_clips) and the model hands it back as it came.
+
+* ``initialize`` parses the model config (parameters): ``engine`` (onnxruntime, the default, or openvino),
+  ``precision`` (fp32; bf16 for openvino; int8 for a model from export/quantize.py), ``model_filename``,
+  ``graph_optimization`` (ONNX Runtime) and ``intra_op_threads`` (0: the CPU cores shared out among the model's
+  instances). ONNX Runtime's provider follows the instance kind (KIND_GPU -> CUDA on ``model_instance_device_id``).
+  It creates the ONE engine and checks the model file against the config: an end-to-end graph, its K and
+  feature dims those of config.pbtxt (a mismatch fails the load, by name).
+* ``execute`` reads each request's inputs as numpy views of the request's memory (DLPack, no copy, no torch),
+  checks their values (:func:`serving.request_checks.check_request`; a bad request gets an error response naming
+  the problem, the others go on), runs the engine ONCE on the valid requests (concatenated only when there
+  are several), and returns each request its rows of the outputs (ONNX Runtime: again without a copy).
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from coreba.engines import load_engine
-from coreba.model.validation import InputError, validate_inputs
-from coreba.predictor import config_for
-from serving.backend_io import error_response, input_tensor, output_dtypes, output_tensor, string_parameters
-from serving.spec import ENGINE_INPUTS, ENGINE_OUTPUTS, ONNX_FILENAME
-
-
-def engine_options(params: dict[str, str], gpu: bool, device_id: int) -> dict:
-    """``load_engine`` keyword options from the config parameters (only those the named engine takes)."""
-    options: dict = {"precision": params.get("precision", "fp32"),
-                     "threads": int(params.get("intra_op_threads", "0")) or None}
-    if params.get("engine", "onnxruntime") == "onnxruntime":
-        options.update(provider="cuda" if gpu else "cpu", graph_optimization=params.get("graph_optimization", "all"),
-                       provider_options={"device_id": device_id} if gpu else None)
-    return options
+from coreba.engines import load_engine, model_file_metadata
+from coreba.model.validation import InputError
+from coreba.onnx_io import GRAPH_KEY, OnnxFileError, config_of, graph_of, top_k_of
+from serving.backend_io import (
+    ExecuteProfiler,
+    error_response,
+    input_array,
+    instance_count,
+    output_tensor,
+    string_parameters,
+)
+from serving.request_checks import check_request
+from serving.spec import ANSWER_OUTPUTS, DURATION, ONNX_FILENAME, SERVED_INPUTS
 
 
 class TritonPythonModel:
@@ -41,66 +45,99 @@ class TritonPythonModel:
         self.model_config = json.loads(args["model_config"])
         self.name = args["model_name"]
         params = string_parameters(self.model_config)
-        self.output_dtypes = output_dtypes(self.model_config, ENGINE_OUTPUTS)
         gpu = args["model_instance_kind"] == "GPU"
-        engine = params.get("engine", "onnxruntime")
+        threads = int(params.get("intra_op_threads", "0")) or max(1, len(os.sched_getaffinity(0))
+                                                                  // instance_count(self.model_config))
         path = Path(args["model_repository"]) / args["model_version"] / params.get("model_filename", ONNX_FILENAME)
-        try:  # the engine first: a file it cannot read is reported in the engine's own words
-            self.engine = load_engine(engine, path, device="cuda" if gpu else "cpu",
-                                      **engine_options(params, gpu, int(args["model_instance_device_id"])))
-            self.config = config_for(path, engine)
-        except (ValueError, FileNotFoundError) as err:
-            raise pb_utils.TritonModelException(f"{self.name}: cannot load {engine} on {path}: {err}") from err
-        self._check_config_dims()
+        engine = params.get("engine", "onnxruntime")
+        options: dict = {"precision": params.get("precision", "fp32"), "threads": threads}
+        if engine == "onnxruntime":
+            options.update(provider="cuda" if gpu else "cpu",
+                           graph_optimization=params.get("graph_optimization", "all"),
+                           provider_options={"device_id": int(args["model_instance_device_id"])} if gpu else None)
+        try:
+            self.engine = load_engine(engine, path, device="cuda" if gpu else "cpu", **options)
+        except (ValueError, OSError, RuntimeError) as err:  # e.g. bf16 on a CPU without it: say so at load
+            raise pb_utils.TritonModelException(f"{self.name}: cannot load {engine} on {path}: {err}") from None
+        self.run_answer = self._answer_runner()
+        self._check_graph(path)
+        self.profiler = ExecuteProfiler(self.name)
+        self.execute = self.profiler.wrap(self.execute)
 
-    def _check_config_dims(self) -> None:
-        """Fail at load time, by name, if config.pbtxt was written for another model than this model file."""
-        cfg = self.config
-        expected = {"video_feats": cfg.video_dim, "text_feats": cfg.text_dim}
-        for spec in self.model_config["input"]:
-            name, dim = spec["name"], int(spec["dims"][-1])
-            if name in expected and dim != expected[name]:
-                raise pb_utils.TritonModelException(f"config.pbtxt gives {name} feature dim {dim}, the model file "
-                                                    f"expects {expected[name]}")
+    def _answer_runner(self) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
+        """The engine's call, answer arrays in ``ANSWER_OUTPUTS`` order. ONNX Runtime's session is called directly:
+        its outputs are handed to Triton without the engine wrapper's dtype pass."""
+        session = getattr(self.engine, "session", None)
+        if session is not None:
+            return lambda batch: session.run(list(ANSWER_OUTPUTS), batch)
+        return lambda batch: [self.engine.run(batch)[name] for name in ANSWER_OUTPUTS]
+
+    def _check_graph(self, path: Path) -> None:
+        """Fail at load time, by name, if config.pbtxt was written for another graph than this model file."""
+        session = getattr(self.engine, "session", None)
+        # ONNX Runtime: the metadata as it read it with the graph (no second parse); interpreted by coreba.onnx_io
+        metadata = dict(session.get_modelmeta().custom_metadata_map) if session is not None \
+            else model_file_metadata(path)
+        if graph_of(metadata) != "end_to_end":
+            raise pb_utils.TritonModelException(f"{path} is not an end-to-end graph (metadata graph="
+                                                f"{metadata.get(GRAPH_KEY)!r}): export it with export/to_onnx.py "
+                                                "--end-to-end")
+        try:
+            cfg, top_k = config_of(metadata, path), top_k_of(metadata, path)
+        except OnnxFileError as err:
+            raise pb_utils.TritonModelException(str(err)) from None
+        dims = {spec["name"]: [int(d) for d in spec["dims"]]
+                for spec in self.model_config["input"] + self.model_config["output"]}
+        expected = {"video_feats": cfg.video_dim, "text_feats": cfg.text_dim, "moments": top_k}
+        for name, value in expected.items():
+            axis = 0 if name == "moments" else -1
+            if dims[name][axis] != value:
+                raise pb_utils.TritonModelException(f"config.pbtxt gives {name} dims {dims[name]}, the model file "
+                                                    f"{path} has {value} there")
+        if sorted(self.engine.output_names) != sorted(ANSWER_OUTPUTS):
+            raise pb_utils.TritonModelException(f"{path} returns {self.engine.output_names}, "
+                                                f"not {list(ANSWER_OUTPUTS)}")
 
     def _read(self, request) -> dict[str, np.ndarray]:
-        """The request's four inputs, validated (raises :class:`InputError` naming the problem)."""
-        tensors = {name: input_tensor(request, name) for name in ENGINE_INPUTS}
-        missing = [name for name, tensor in tensors.items() if tensor is None]
-        if missing:
+        """The request's inputs (views, no copy), checked (raises :class:`InputError` naming the problem)."""
+        arrays = {name: input_array(request, name) for name in SERVED_INPUTS}
+        missing = [name for name, array in arrays.items() if array is None]
+        if missing:  # Triton refuses such requests before they get here; a direct call of execute might not
             raise InputError(f"missing input(s) {missing}")
-        validate_inputs(self.config, *(tensors[name] for name in ENGINE_INPUTS))
-        return {name: tensor.numpy() for name, tensor in tensors.items()}
+        check_request(arrays)
+        arrays[DURATION] = arrays[DURATION].reshape(-1)  # (B, 1) as clients send it -> the graph's (B,)
+        return arrays
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
-        groups: dict[tuple[int, int], list[tuple[int, dict[str, np.ndarray]]]] = {}  # (Lv, Lt) -> requests
+        valid: list[tuple[int, dict[str, np.ndarray]]] = []
         for index, request in enumerate(requests):
             try:
-                feeds = self._read(request)
+                valid.append((index, self._read(request)))
             except InputError as err:
                 responses[index] = error_response(f"{self.name}: invalid input: {err}")
-                continue
-            shape = (feeds["video_feats"].shape[1], feeds["text_feats"].shape[1])
-            groups.setdefault(shape, []).append((index, feeds))
-        for members in groups.values():
-            self._run_batch(members, responses)
+        if valid:
+            self._run_batch(valid, responses)
         return responses
 
     def _run_batch(self, members: list[tuple[int, dict[str, np.ndarray]]], responses: list) -> None:
-        """One engine run for requests of one shape; every member gets its slice (or the failure)."""
+        """One engine run for the valid requests (all of one shape: config.pbtxt fixes the lengths); each gets
+        its rows of the answer, or the failure."""
         try:
-            batch = {name: np.concatenate([feeds[name] for _, feeds in members]) for name in ENGINE_INPUTS}
-            outputs = self.engine.run(batch)
+            batch = members[0][1] if len(members) == 1 else {
+                name: np.concatenate([arrays[name] for _, arrays in members]) for name in SERVED_INPUTS}
+            outputs = self.run_answer(batch)
         except Exception as err:  # an engine failure must reach the clients, not crash the model
             pb_utils.Logger.log_error(f"{self.name}: {self.engine.name} failed on a batch of {len(members)}: {err!r}")
             for index, _ in members:
                 responses[index] = error_response(f"{self.name}: inference failed: {err}", invalid_input=False)
             return
         start = 0
-        for index, feeds in members:
-            stop = start + feeds["video_feats"].shape[0]
-            tensors = [output_tensor(name, outputs[name][start:stop], self.output_dtypes[name])
-                       for name in ENGINE_OUTPUTS]
+        for index, arrays in members:
+            stop = start + arrays[DURATION].shape[0]
+            tensors = [output_tensor(name, output[start:stop]) for name, output in zip(ANSWER_OUTPUTS, outputs)]
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
             start = stop
+
+    def finalize(self) -> None:
+        self.profiler.finalize()

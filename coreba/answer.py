@@ -1,4 +1,4 @@
-"""The answer's wire format: how :class:`coreba.postprocess.QueryResult` travels as fixed-shape tensors.
+"""The answer's fixed-shape layout: what the end-to-end graph returns and what travels over the wire.
 
 Triton batches requests only when every tensor of a batch has one shape, so a variable-length answer is
 packed into fixed shapes plus a count (B queries, K moments, Lv clip slots = the padded video length):
@@ -6,10 +6,12 @@ packed into fixed shapes plus a count (B queries, K moments, Lv clip slots = the
 * ``moments``   (B, K, 3) float32: ``[start_s, end_s, score]`` sorted by score (descending); K = top k.
 * ``saliency``  (B, Lv)   float32: the saliency of each valid clip, in clip order, packed to the front
   (a video mask with holes still yields its valid clips in order); the slots after ``num_clips`` are 0.
+  With the usual prefix masks (valid clips first) this is the saliency with the padded clips zeroed.
 * ``num_clips`` (B, 1)    int32: how many saliency slots are valid.
 
-:func:`pack_answer` runs in the post-processing model, :func:`unpack_answer` in the client: one definition
-of the layout on each side of the wire.
+The end-to-end graph computes these arrays (``export.answer_graph``); :func:`pack_answer` builds them from
+:func:`coreba.postprocess.postprocess`'s results (the reference the graph is checked against), and
+:func:`unpack_answer` turns them back into one :class:`QueryResult` per query (the client).
 """
 
 from __future__ import annotations
@@ -18,24 +20,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from coreba.model.validation import InputError, check_masks_not_empty
 from coreba.postprocess import QueryResult
 
 MOMENT_FIELDS = 3  # start_s, end_s, score
-
-
-def check_answerable(arrays: Mapping[str, np.ndarray]) -> None:
-    """The post-processing model's guard, whatever engine ran before it (the ONNX Runtime and TensorRT
-    backends cannot validate inputs): each query needs a valid clip, a valid token and a finite positive
-    duration, and the engine's outputs must be finite (NaN/Inf features reach them). Raises
-    :class:`coreba.model.validation.InputError` naming the problem."""
-    check_masks_not_empty(arrays["video_mask"], arrays["text_mask"])
-    duration = np.asarray(arrays["duration"], dtype=np.float64).reshape(-1)
-    if not (np.isfinite(duration).all() and (duration > 0).all()):
-        raise InputError(f"duration must be finite and positive (seconds), got {duration.tolist()}")
-    for name in ("pred_logits", "pred_spans", "saliency_scores"):
-        if not np.isfinite(arrays[name]).all():
-            raise InputError(f"the engine returned NaN/Inf in {name}: the request's features hold NaN or Inf values")
 
 
 def pack_answer(results: Sequence[QueryResult], top_k: int, num_slots: int) -> dict[str, np.ndarray]:

@@ -1,0 +1,97 @@
+"""The load test's parts that need no server: perf_analyzer's summary parsed model by model (a one-step model
+and an ensemble with its composing models, as perf_analyzer 2.51.0 prints them), the requests it sends and the
+engine block's timing, and the issue's two ratios."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from serving.client import InputLayout
+from serving.engine_timing import EngineTiming, time_engine
+from serving.perf import targets
+from serving.perf_analyzer import PerfRun, make_requests, parse_server_times, write_input_data
+
+ONE_STEP = """
+  Server: 
+    Inference count: 303
+    Execution count: 151
+    Successful request count: 303
+    Avg request latency: 11805 usec (overhead 6 usec + queue 256 usec + compute input 54 usec + compute infer 10788 usec + compute output 700 usec)
+"""  # noqa: W291, E501 (perf_analyzer's text, trailing spaces included)
+
+ENSEMBLE = """
+  Server: 
+    Inference count: 250
+    Execution count: 250
+    Successful request count: 250
+    Avg request latency: 16902 usec (overhead 0 usec + queue 935 usec + compute 16468 usec)
+
+  Composing models: 
+  coreba_baseline_engine, version: 1
+      Inference count: 249
+      Execution count: 249
+      Successful request count: 249
+      Avg request latency: 13043 usec (overhead 4 usec + queue 294 usec + compute input 57 usec + compute infer 12018 usec + compute output 668 usec)
+
+  coreba_baseline_postprocess, version: 1
+      Inference count: 250
+      Execution count: 125
+      Successful request count: 250
+      Avg request latency: 4369 usec (overhead 5 usec + queue 641 usec + compute input 55 usec + compute infer 2562 usec + compute output 1106 usec)
+"""  # noqa: W291, E501
+
+
+def test_one_step_model_breakdown():
+    (model,) = parse_server_times(ONE_STEP, "coreba")
+    assert (model.model, model.inferences, model.executions) == ("coreba", 303, 151)
+    assert (model.queue_ms, model.compute_input_ms, model.compute_infer_ms, model.compute_output_ms) == \
+        (0.256, 0.054, 10.788, 0.7)
+    assert model.batch == pytest.approx(303 / 151)
+    run = PerfRun("coreba", "socket", 1, 41.6, 23.6, 36.0, 62.1, 24.0, [model])
+    assert run.steps == [model] and run.server_ms == pytest.approx(11.798)
+
+
+def test_ensemble_breakdown_per_composing_model():
+    ensemble, engine, post = parse_server_times(ENSEMBLE, "coreba_baseline")
+    assert (ensemble.model, ensemble.compute_ms, ensemble.queue_ms) == ("coreba_baseline", 16.468, 0.935)
+    assert engine.model == "coreba_baseline_engine" and engine.compute_infer_ms == 12.018
+    assert post.model == "coreba_baseline_postprocess" and post.batch == 2.0
+    run = PerfRun("coreba_baseline", "socket", 1, 34.3, 28.0, 45.8, 68.0, 29.0, [ensemble, engine, post])
+    assert run.steps == [engine, post]
+    assert run.total("queue_ms") == pytest.approx(0.294 + 0.641)
+    assert run.server_ms == pytest.approx(0.294 + 0.057 + 12.018 + 0.668 + 0.641 + 0.055 + 2.562 + 1.106)
+
+
+def test_missing_summary_is_an_error():
+    with pytest.raises(RuntimeError, match="no server-side summary for 'coreba'"):
+        parse_server_times("Concurrency: 1, throughput: 41.6 infer/sec, latency 24009 usec", "coreba")
+
+
+def test_targets_compare_with_the_faster_engine_figure():
+    engine = [EngineTiming("raw", 1, 10.0, 11.0, 20), EngineTiming("raw", 1, 12.0, 13.0, 20),
+              EngineTiming("raw", 8, 80.0, 90.0, 20), EngineTiming("end_to_end", 1, 9.0, 9.5, 20)]
+    runs = [PerfRun("coreba", "shm", 1, 80.0, 11.5, 12.0, 13.0, 11.6), PerfRun("coreba", "socket", 8, 92.0, 80, 90,
+                                                                               99, 85)]
+    text = targets(engine, runs)
+    assert "B=1 median 10.00 ms, B=8 100.0 queries/s" in text  # raw graph only, the faster of the two
+    assert "new/shm: p50 at concurrency 1 = 1.15 x" in text and "(meets <= 1.2)" in text
+    assert "new/socket: throughput at concurrency 8 = 92%" in text and "(meets >= 90%)" in text
+
+
+def test_requests_and_engine_block(served_model, tmp_path):
+    cfg = served_model.config
+    layout = InputLayout(cfg.max_video_len, cfg.video_dim, cfg.max_text_len, cfg.text_dim)
+    requests = make_requests(layout, count=4)
+    assert requests[0]["video_mask"].all() and not requests[1]["video_mask"].all()  # max length, then shorter
+    for r in requests:
+        clips = int(r["video_mask"].sum())
+        assert not r["video_feats"][clips:].any() and r["duration"].tolist() == [clips * 2.0]
+    write_input_data(tmp_path / "data.json", requests)
+    data = json.loads((tmp_path / "data.json").read_text())["data"]
+    assert np.allclose(np.reshape(data[1]["video_feats"]["content"], data[1]["video_feats"]["shape"]),
+                       requests[1]["video_feats"])
+    timing = time_engine(served_model.onnx_path, "end_to_end", requests, batch=4, threads=1, budget_s=0.1, min_runs=2)
+    assert timing.runs >= 2 and timing.median_ms > 0 and timing.queries_per_s == pytest.approx(4000 / timing.median_ms)
