@@ -8,8 +8,9 @@
 What is measured: the same model and the same random inputs through every engine of
 :mod:`benchmarks.engines` -- eager PyTorch (math and SDPA attention), ``torch.compile`` (default; on a GPU
 also reduce-overhead and max-autotune), CUDA graphs (fp32 and fp16), the Triton attention kernel, ONNX
-Runtime (CPU with graph optimizations off and all; CUDA and TensorRT providers), TensorRT plans (fp32,
-fp16) and the served model (one step) through its HTTP client -- over batch sizes at Lv 75 and over long videos
+Runtime (CPU with graph optimizations off and all, and int8; CUDA and TensorRT providers), OpenVINO (fp32, bf16,
+int8), eager bf16, TensorRT plans (fp32, fp16) and the served model (one step) through its HTTP client -- over
+batch sizes at Lv 75 and over long videos
 (Lv 300, 1200) at a few batch sizes, always Lt 32. An engine that cannot run here is SKIPPED with the
 reason.
 
@@ -17,6 +18,14 @@ How, per point: the engine's outputs are compared with eager PyTorch fp32 at tha
 (max-abs, 1e-4 for fp32 engines, ``export.spec.FP16_TOLERANCE`` for fp16 ones); only an engine that
 passes is timed (and before its first point, ``export.validate.check_parity`` runs it on a padded batch).
 Then warm-up, as many timed runs as fit a budget, and the median, p90, p99 and queries/s = B / median.
+Each engine is built, checked and timed in its own block and closed before the next starts (ONNX Runtime's idle
+threads spin, and would slow an engine timed beside them).
+
+Reduced precision (bf16, int8): before timing, the accuracy gate of ``export.accuracy`` scores the engine and
+eager fp32 on the demo checkpoint's 500-query synthetic gate split; an engine outside 1 point on any gated metric
+is FAILED and not timed, and each row carries the metric deltas. int8 models are calibrated on the demo's
+calibration split. With another model (``--tiny``, ``--random-weights``, ``--checkpoint``) there is no labelled
+set: int8 is calibrated on random inputs and the rows say "not gated".
 
 The floor: the model's matrix-product FLOPs per query, counted from the ONNX graph (``benchmarks.flops``),
 divided by the GEMM rate measured in the same run (``benchmarks.machine``) is the least time a query can
@@ -98,6 +107,8 @@ class Settings:
     skip: tuple[str, ...]
     threads: int | None  # torch and ONNX Runtime intra-op threads; None: their defaults (all cores)
     keep_artifacts: bool
+    accuracy_gate: bool = True  # score reduced-precision engines on the demo's gate split before timing them
+    time_outside_gate: bool = False  # time an engine the accuracy gate refused anyway (its rows say OUTSIDE)
     seed: int = 0
 
     @property
@@ -136,6 +147,10 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--time-limit", type=float, help="seconds after which no new engine starts")
     p.add_argument("--engine-budget", type=float, help="seconds per engine, compile and builds included")
     p.add_argument("--keep-artifacts", action="store_true", help="keep the ONNX file etc. under OUT/artifacts")
+    p.add_argument("--time-outside-gate", action="store_true",
+                   help="time bf16/int8 engines even when the accuracy gate refuses them (rows marked OUTSIDE)")
+    p.add_argument("--no-accuracy-gate", action="store_true",
+                   help="do not score bf16/int8 engines on the demo's gate split before timing (rows say so)")
     args = p.parse_args(argv)
     if args.checkpoint is not None and (args.tiny or args.random_weights):
         p.error("--checkpoint excludes --tiny and --random-weights")
@@ -168,6 +183,7 @@ def defaults(args: argparse.Namespace) -> Settings:
                     host_engine_budget_s=args.engine_budget or host_budget,
                     time_limit_s=args.time_limit if args.time_limit is not None else limit,
                     engines=args.engines, skip=args.skip, keep_artifacts=args.keep_artifacts,
+                    accuracy_gate=not args.no_accuracy_gate, time_outside_gate=args.time_outside_gate,
                     # a toy model gains nothing from a second thread, and on a busy CI box every OpenMP barrier
                     # of a multi-threaded eager forward can wait out a scheduler slice (100x slower)
                     threads=args.threads or (1 if args.tiny else None))
@@ -194,7 +210,7 @@ def resolve_checkpoint(settings: Settings, scratch: Path) -> tuple[Path, str]:
         return directory, "tiny config, random weights" if settings.tiny else "full-size config, random weights"
     from coreba.pretrained import demo_checkpoint
 
-    return demo_checkpoint(), "demo checkpoint (trained on synthetic data)"
+    return demo_checkpoint(), DEMO_SOURCE
 
 
 @dataclass
@@ -261,6 +277,38 @@ def _cpu_copy(model: Coreba) -> Coreba:
     import copy
 
     return copy.deepcopy(model).cpu()
+
+
+DEMO_SOURCE = "demo checkpoint (trained on synthetic data)"
+RANDOM_CALIBRATION = 32
+CALIBRATION_SIZE = 128  # as export/quantize.py's default
+
+
+def prepare_accuracy_data(ctx: Context, settings: Settings, source: str, clock: Clock) -> None:
+    """int8 calibration feeds and the accuracy-gate set: the demo's synthetic splits for a demo checkpoint (by
+    default, or given with --checkpoint); random inputs and no gate for any other model (no labelled set is known
+    for it)."""
+    from coreba.pretrained import is_demo_checkpoint
+
+    config = ctx.model.config
+    if ctx.checkpoint is not None and is_demo_checkpoint(ctx.checkpoint):
+        from export.datasets import calibration_feeds, synthetic_set
+
+        calibration = synthetic_set("calibration", config)
+        ctx.calibration = calibration_feeds(calibration, config, CALIBRATION_SIZE)
+        ctx.calibration_name = calibration.name
+        if settings.accuracy_gate:
+            ctx.gate_set = synthetic_set("gate", config)
+        else:
+            ctx.gate_note = "--no-accuracy-gate"
+    else:
+        ctx.calibration = [make_feeds(config, (int(n),), (settings.num_tokens,), seed=100 + i)
+                           for i, n in enumerate(np.linspace(settings.base_clips // 2, settings.base_clips,
+                                                             RANDOM_CALIBRATION))]
+        ctx.calibration_name = "random inputs"
+        ctx.gate_note = f"{source}: no labelled set for this model"
+    log(clock, f"int8 calibration: {len(ctx.calibration)} queries of {ctx.calibration_name}; accuracy gate: "
+               f"{ctx.gate_set.name if ctx.gate_set is not None else ctx.gate_note}")
 
 
 def count_flops(model: Coreba, onnx_path: Path | None, settings: Settings) -> tuple[FlopModel, dict]:
@@ -371,9 +419,12 @@ def gate(spec: EngineSpec, runner: Runner, ctx: Context, points: list[Point], da
     "padded": a batch of 4 with padded videos and queries (lengths 1 included) at the base length.
     "first-point": the inputs of the engine's first point (a compiled engine would recompile for any
     other shape). "none": the per-point check only (the served model returns answers, not raw outputs).
+    "accuracy" (bf16, int8): :func:`accuracy_gate`, the QVHighlights metrics within 1 point of eager fp32's.
     """
     if spec.gate == "none":
         return None
+    if spec.gate == "accuracy":
+        return accuracy_gate(spec, runner, ctx).failure
     L, T = ctx.base_clips, ctx.num_tokens
     if spec.gate == "first-point":
         first = next((p for p in points if p.num_clips == L and p.batch in getattr(runner, "batches", (p.batch,))),
@@ -391,6 +442,46 @@ def gate(spec: EngineSpec, runner: Runner, ctx: Context, points: list[Point], da
     bad = [r for r in report.rows if not r.ok]
     return "parity gate (check_parity): " + "; ".join(f"{r.case} {r.output} max abs {r.max_abs:.2e} > {r.tolerance:.0e}"
                                                       for r in bad[:3])
+
+
+@dataclass
+class AccuracyVerdict:
+    failure: str | None  # why the engine is refused, or None
+    summary: str  # the metric deltas, or why the engine was not gated
+
+
+OUTSIDE = "OUTSIDE the gate: "
+
+
+class _RunnerEngine:
+    """A benchmark runner seen as a ``coreba.engines`` engine (``run(feeds)``), for the accuracy gate."""
+
+    def __init__(self, name: str, run) -> None:
+        self.name, self.run = name, run
+
+
+def accuracy_gate(spec: EngineSpec, runner: Runner, ctx: Context) -> AccuracyVerdict:
+    """``export.accuracy``: the engine's metrics on ``ctx.gate_set`` within 1 point of eager fp32's."""
+    if ctx.gate_set is None:
+        verdict = AccuracyVerdict(None, f"not gated: {ctx.gate_note}")
+    else:
+        from export.accuracy import compare_metrics, score_engine
+
+        config = ctx.model.config
+        if ctx.reference_metrics is None:
+            eager = _RunnerEngine("eager fp32", lambda feeds: eager_outputs(ctx.model, feeds))
+            ctx.reference_metrics = score_engine(eager, ctx.gate_set, config)
+        metrics = score_engine(_RunnerEngine(spec.name, runner.run_numpy), ctx.gate_set, config)
+        report = compare_metrics(ctx.reference_metrics, metrics, candidate_name=spec.name,
+                                 reference_name="eager fp32", eval_set=ctx.gate_set.name,
+                                 num_queries=ctx.gate_set.num_queries())
+        print(report.table(), flush=True)
+        deltas = ", ".join(f"{k} {v:+.2f}" for k, v in report.deltas().items())
+        verdict = AccuracyVerdict(None if report.ok else f"accuracy gate: {deltas}",
+                                  f"{'' if report.ok else OUTSIDE}{deltas} ({report.num_queries} queries)")
+    runner.accuracy = verdict.summary  # type: ignore[attr-defined]
+    runner.gated = ctx.gate_set is not None  # type: ignore[attr-defined]
+    return verdict
 
 
 def run_point(spec: EngineSpec, runner: Runner, p: Point, data: PointData, timer: Timer, plan: TimingPlan) -> Row:
@@ -420,7 +511,8 @@ def run_point(spec: EngineSpec, runner: Runner, p: Point, data: PointData, timer
         stats: Stats = measure(step, timer, plan)
     except Exception as err:
         return _row(spec, FAILED, f"timing failed: {_short(err)}", p, **parity)
-    return _row(spec, OK, "", p, runs=stats.runs, median_ms=stats.median_ms, p90_ms=stats.p90_ms,
+    return _row(spec, OK, "", p, accuracy=getattr(runner, "accuracy", ""), runs=stats.runs,
+                median_ms=stats.median_ms, p90_ms=stats.p90_ms,
                 p99_ms=stats.p99_ms, mean_ms=stats.mean_ms, min_ms=stats.min_ms,
                 queries_per_s=p.batch / (stats.median_ms * 1e-3), **parity)
 
@@ -469,9 +561,13 @@ def run_engine(spec: EngineSpec, ctx: Context, settings: Settings, data: PointDa
             failure = None
         except Exception as err:
             failure = f"parity gate could not run: {_short(err)}"
-        if failure:
+        if failure and spec.gate == "accuracy" and settings.time_outside_gate:
+            log(clock, f"{spec.name}: outside the accuracy gate, timed anyway (--time-outside-gate): {failure}")
+        elif failure:
             log(clock, f"{spec.name}: FAILED {failure}")
-            return [_row(spec, FAILED, failure)]
+            return [_row(spec, FAILED, failure, accuracy=getattr(runner, "accuracy", ""))]
+        if spec.gate == "accuracy":  # scoring 500 queries is not the engine's build: its time budget starts now
+            started = time.perf_counter()
         budget = settings.host_engine_budget_s if spec.host_compute else settings.engine_budget_s
         for p in points:
             if time.perf_counter() - started > budget:
@@ -518,6 +614,40 @@ def targets(rows: list[Row], base_clips: int, device: str) -> list[str]:
     return lines
 
 
+REDUCED_TARGET_SPEEDUP = 2.0  # issue 14: the best bf16/int8 engine inside the gate vs eager fp32, at B=1 and B=8
+EAGER_FP32 = "eager-math"
+
+
+def speedup_summary(rows: list[Row], base_clips: int) -> list[str]:
+    """Per batch at the base length: each timed engine's speed-up over eager fp32, the fastest fp32 engine, and
+    the best reduced-precision engine inside the accuracy gate against the 2x target."""
+    ok = [r for r in rows if r.status == OK and r.num_clips == base_clips]
+    lines = []
+    for batch in sorted({r.batch for r in ok}):
+        at = [r for r in ok if r.batch == batch]
+        eager = next((r for r in at if r.engine == EAGER_FP32), None)
+        if eager is None:
+            continue
+        fp32 = min((r for r in at if r.precision == "fp32"), key=lambda r: r.median_ms)
+        lines.append(f"B={batch}: eager fp32 {eager.median_ms:.1f} ms; fastest fp32: {fp32.engine} "
+                     f"{fp32.median_ms:.1f} ms ({eager.median_ms / fp32.median_ms:.2f}x)")
+        reduced = sorted((r for r in at if r.precision in ("bf16", "int8")), key=lambda r: r.median_ms)
+        for r in reduced:
+            lines.append(f"  {r.engine:16s} {r.median_ms:8.1f} ms  {eager.median_ms / r.median_ms:5.2f}x eager fp32; "
+                         f"accuracy vs eager fp32: {r.accuracy or 'n/a'}")
+        gated = [r for r in reduced if r.accuracy and not r.accuracy.startswith(("not gated", OUTSIDE))]
+        if gated:
+            best = gated[0]
+            speedup = eager.median_ms / best.median_ms
+            verdict = "MET" if speedup >= REDUCED_TARGET_SPEEDUP else "not met"
+            lines.append(f"  target >= {REDUCED_TARGET_SPEEDUP:.0f}x inside the gate: best {best.engine} "
+                         f"{speedup:.2f}x -> {verdict}")
+        elif reduced:
+            lines.append(f"  target >= {REDUCED_TARGET_SPEEDUP:.0f}x inside the gate: no reduced-precision engine "
+                         "timed inside the gate")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     unknown = (set(settings.engines or ()) | set(settings.skip)) - {spec.name for spec in catalogue()}
@@ -533,7 +663,8 @@ def main(argv: list[str] | None = None) -> int:
     settings.out.mkdir(parents=True, exist_ok=True)
     machine: Machine = describe_machine(device)
     log(clock, f"machine: {machine.cpu}, {machine.usable_cores} cores, torch {torch.__version__} "
-               f"({machine.torch_threads} threads), GPU {machine.gpu}, load {machine.load_average_start}")
+               f"({machine.torch_threads} threads), GPU {machine.gpu}, load {machine.load_average_start}; "
+               f"CPU ISA: {machine.cpu_isa}")
 
     scratch_holder = None
     if settings.keep_artifacts:
@@ -576,6 +707,7 @@ def _run(settings: Settings, device: torch.device, machine: Machine, clock: Cloc
                   max_batch=max(p.batch for p in points), max_clips=max(p.num_clips for p in points),
                   base_clips=settings.base_clips, num_tokens=settings.num_tokens,
                   compile_batches=settings.compile_batches, threads=settings.threads)
+    prepare_accuracy_data(ctx, settings, source, clock)
     data = PointData(model, settings.seed)
     rows: list[Row] = []
     for spec in catalogue(gpu=device.type == "cuda"):
@@ -600,7 +732,7 @@ def write_outputs(settings: Settings, machine: Machine, rows: list[Row], floors:
     floor_lines = {
         precision: {p.batch: floors.floor_ms(p, precision) for p in settings.points()
                     if p.num_clips == settings.base_clips}
-        for precision in ("fp32", "fp16") if precision in floors.rates.rates
+        for precision in ("fp32", "fp16", "bf16") if precision in floors.rates.rates
     }
     title = (f"COREBA ({source}), Lt={settings.num_tokens}; {machine.gpu or machine.cpu}, "
              f"torch {torch.__version__}, {machine.torch_threads} threads")
@@ -618,6 +750,7 @@ def write_outputs(settings: Settings, machine: Machine, rows: list[Row], floors:
                                       for lv in settings.video_lens}, "cross_check": flop_check},
         "matmul_rates": {k: asdict(v) for k, v in floors.rates.rates.items()},
         "targets": targets(rows, settings.base_clips, settings.device),
+        "speedups": speedup_summary(rows, settings.base_clips),
         "elapsed_s": round(clock.elapsed(), 1),
         "rows": [asdict(r) for r in rows],
     }
@@ -633,6 +766,8 @@ def write_outputs(settings: Settings, machine: Machine, rows: list[Row], floors:
     print()
     print(markdown_table(rows))
     print()
+    for line in speedup_summary(rows, settings.base_clips):
+        print(line)
     for line in targets(rows, settings.base_clips, settings.device):
         print(line)
     print(f"\nwrote {out / 'results.csv'}, {out / 'results.json'}, {out / 'latency.png'}")

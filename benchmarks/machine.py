@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from coreba.engines.isa import cpu_isa
+
 # label -> the distributions that provide it (read from package metadata: nothing is imported, so e.g.
 # triton is not imported before TRITON_INTERPRET is decided, and a broken CUDA library cannot stop the run)
 LIBRARIES: dict[str, tuple[str, ...]] = {
     "numpy": ("numpy",), "onnx": ("onnx",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
     "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"), "triton": ("triton",),
     "tritonclient": ("tritonclient",), "pytriton": ("nvidia-pytriton",), "matplotlib": ("matplotlib",),
+    "openvino": ("openvino",), "nncf": ("nncf",),
 }
 
 
@@ -79,6 +82,7 @@ class Machine:
     versions: dict[str, str | None]
     load_average_start: list[float] | None
     load_average_end: list[float] | None = None
+    cpu_isa: str = ""  # AVX2 / AVX-512 / VNNI / BF16 / AMX, from coreba.engines.isa
 
 
 def describe_machine(device: torch.device) -> Machine:
@@ -88,7 +92,8 @@ def describe_machine(device: torch.device) -> Machine:
         gpu, gpu_mem = props.name, round(props.total_memory / 2**30, 1)
     return Machine(cpu=cpu_model(), cpu_count=os.cpu_count() or 1, usable_cores=usable_cores(),
                    torch_threads=torch.get_num_threads(), gpu=gpu, gpu_memory_gb=gpu_mem,
-                   platform=platform.platform(), versions=library_versions(), load_average_start=load_average())
+                   platform=platform.platform(), versions=library_versions(), load_average_start=load_average(),
+                   cpu_isa=cpu_isa().summary())
 
 
 # ----------------------------------------------------------------------------------- matmul rate
@@ -151,7 +156,8 @@ def _time_gemm(a: torch.Tensor, b: torch.Tensor, runs: int) -> list[float]:
 
 
 def measure_matmul(device: torch.device, quick: bool) -> MachineRates:
-    """GEMM rate per precision: 2048^3 fp32 on the CPU; 8192^3 fp32 (strict), tf32 and fp16 on a GPU.
+    """GEMM rate per precision: 2048^3 fp32 (and bf16 where the CPU has it) on the CPU; 8192^3 fp32 (strict),
+    tf32 and fp16 on a GPU.
 
     Why these: the fp32 engines run strict fp32 (``float32_matmul_precision("highest")``, the setting
     their 1e-4 parity needs), so strict fp32 is their ceiling; fp16 engines are held to the fp16 rate;
@@ -163,6 +169,8 @@ def measure_matmul(device: torch.device, quick: bool) -> MachineRates:
         runs = 10 if quick else 20
     else:
         n, plan, runs = 2048, (("fp32", torch.float32, False),), (4 if quick else 10)
+        if cpu_isa().bf16:  # the ceiling of the bf16 engines (int8 rows are held to fp32's: no int8 GEMM here)
+            plan += (("bf16", torch.bfloat16, False),)
     g = torch.Generator(device=device).manual_seed(0)
     previous = torch.backends.cuda.matmul.allow_tf32
     try:

@@ -21,6 +21,7 @@ class Row:
     io: str
     status: str  # ok | failed | skipped
     reason: str = ""
+    accuracy: str = ""  # bf16/int8: the accuracy gate's metric deltas vs eager fp32, or why it was not gated
     batch: int | None = None
     num_clips: int | None = None
     num_tokens: int | None = None

@@ -22,7 +22,7 @@ import contextlib
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 PARTIAL_TAG = ".partial-"  # in the name of every temporary this module creates
@@ -91,20 +91,35 @@ def _remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(target: str | Path) -> Iterator[Path]:
+def atomic_file(target: str | Path, companions: Sequence[str] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` to write and check; it replaces ``target`` when the block ends
-    without an exception, and is removed otherwise (``target`` then keeps its previous content)."""
+    without an exception, and is removed otherwise (``target`` then keeps its previous content).
+
+    ``companions``: suffixes of files written beside the temporary path under its stem (an OpenVINO IR's ``.bin``
+    beside its ``.xml``: OpenVINO finds one from the other's name). They move first and ``target`` last, after
+    the old ``target`` is removed: a reader sees the old complete set, no target, or the new complete set, never
+    a new ``.bin`` under an old ``.xml``.
+    """
     target = Path(target)
     tmp = partial_path(target)
+    pending = [tmp, *(tmp.with_suffix(suffix) for suffix in companions)]
     try:
         yield tmp
-        if not tmp.is_file():
-            raise OutputPathError(f"nothing was written for {target}")
-        _fsync(tmp)
+        missing = [str(path) for path in pending if not path.is_file()]
+        if missing:
+            raise OutputPathError(f"nothing was written for {target} ({', '.join(missing)} missing); it is left as "
+                                  "it was")
+        for path in pending:
+            _fsync(path)
+        if companions:
+            target.unlink(missing_ok=True)
+            for suffix in companions:
+                os.replace(tmp.with_suffix(suffix), target.with_suffix(suffix))
         os.replace(tmp, target)
         _fsync(target.parent)
     finally:
-        _remove(tmp)  # gone already after a successful replace
+        for path in pending:
+            _remove(path)  # gone already after a successful replace
 
 
 @contextlib.contextmanager

@@ -29,14 +29,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from coreba.answer import unpack_answer
 from coreba.config import CorebaConfig
 from coreba.data import DataConfig, QVHighlightsDataset, collate_samples
 from coreba.device import default_device
+from coreba.engines.base import Engine
 from coreba.engines.torch_engine import TorchEngine
 from coreba.evaluate import evaluate, load_jsonl
+from coreba.interface import ANSWER_NAMES, DURATION, make_feeds
 from coreba.model import Coreba
 from coreba.postprocess import DEFAULT_TOP_K, POSTPROCESS_MODES, PostprocessMode
-from coreba.predictor import Predictor
+from coreba.predictor import Predictor, pad_batch
 from coreba.progress import progress_bar
 from coreba.windows import DEFAULT_NMS_IOU
 
@@ -55,7 +58,7 @@ def data_config_for(model_config: CorebaConfig, annotations: str | Path, video_f
     return DataConfig(annotations, list(video_feature_dirs), text_feature_dir, **kwargs)
 
 
-def _samples(batch: dict[str, Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def batch_samples(batch: dict[str, Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Each sample's unpadded video and query features: from :func:`~coreba.data.collate_samples`, or cut out of a
     padded :func:`~coreba.data.collate_batch` batch by its masks."""
     if "model_inputs" in batch:
@@ -85,13 +88,50 @@ def predict_dataset(model: nn.Module, loader: Iterable[dict[str, Any]], *, top_k
     try:
         for batch in progress_bar(loader, progress, desc="predict", leave=False):
             meta = batch["meta"]
-            videos, texts = _samples(batch)
+            videos, texts = batch_samples(batch)
             results = predictor.predict(videos, texts, [m["duration"] for m in meta], top_k, mode, stride=stride,
                                         iou_threshold=iou_threshold)
             lines.extend(r.to_submission(**{k: m[k] for k in SUBMISSION_META})
                          for r, m in zip(results, meta, strict=True))
     finally:
         model.train(was_training)
+    return lines
+
+
+def runs_end_to_end(engine: Engine, config: CorebaConfig) -> bool:
+    """Whether ``engine`` runs an END-TO-END graph (its outputs are already the answer). Engines do not say which
+    graph they run, so one query of 1 clip and 1 token is run and its outputs' names are read."""
+    feeds = {**make_feeds(config, (1,), (1,)), DURATION: np.array([config.clip_length], dtype=np.float32)}
+    return ANSWER_NAMES[0] in engine.run(feeds)
+
+
+def predict_dataset_with_engine(engine: Engine, loader: Iterable[dict[str, Any]], config: CorebaConfig, *,
+                                top_k: int = DEFAULT_TOP_K, progress: bool = False,
+                                mode: PostprocessMode = "qvhighlights", stride: int | None = None,
+                                iou_threshold: float = DEFAULT_NMS_IOU,
+                                max_batch_size: int = DEFAULT_BATCH_SIZE) -> list[dict[str, Any]]:
+    """:func:`predict_dataset` through any :mod:`coreba.engines` engine (numpy in, numpy out), so an exported,
+    quantized or bf16 model is scored by exactly the code that scores the eager one (the accuracy gates): the
+    :class:`~coreba.predictor.Predictor`, long videos windowed.
+
+    An engine on an END-TO-END graph (its outputs are the answer, post-processed inside the graph in the "exact"
+    mode with its own K) gets each batch padded whole (its videos within ``max_video_len``) and is read with
+    :func:`coreba.answer.unpack_answer`; ``top_k``, ``mode`` and the windows then do not apply, so compare such an
+    engine only with another end-to-end one."""
+    predictor = Predictor(engine, config, max_batch_size)
+    end_to_end = runs_end_to_end(engine, config)
+    lines: list[dict[str, Any]] = []
+    for batch in progress_bar(loader, progress, desc="predict", leave=False):
+        meta = batch["meta"]
+        videos, texts = batch_samples(batch)
+        durations = [m["duration"] for m in meta]
+        if end_to_end:
+            feeds = {**pad_batch(config, videos, texts), DURATION: np.array(durations, dtype=np.float32)}
+            results = unpack_answer(engine.run(feeds))
+        else:
+            results = predictor.predict(videos, texts, durations, top_k, mode, stride=stride,
+                                        iou_threshold=iou_threshold)
+        lines += [r.to_submission(**{k: m[k] for k in SUBMISSION_META}) for r, m in zip(results, meta, strict=True)]
     return lines
 
 

@@ -1,6 +1,7 @@
 """One inference API over every engine: features in, moments in seconds and per-clip saliency out.
 
     predictor = Predictor.from_pretrained("artifacts/coreba.onnx", engine="onnxruntime")
+    predictor = Predictor.from_pretrained("artifacts/coreba.onnx", engine="openvino", precision="bf16")
     results = predictor.predict([video_feats], [text_feats], durations=[150.0])
     results[0].moments    # [[start_s, end_s, score], ...] sorted by score, exact times
     results[0].saliency   # one score per valid 2 s clip
@@ -29,37 +30,38 @@ import numpy as np
 import torch
 
 from coreba.config import CorebaConfig
-from coreba.engines import ENGINE_NAMES, Engine, load_engine
+from coreba.engines import ENGINE_NAMES, Engine, load_engine, model_file_metadata
 from coreba.model.validation import InputError, validate_inputs
-from coreba.onnx_io import config_of, graph_of, read_metadata
+from coreba.onnx_io import config_of, graph_of
 from coreba.postprocess import DEFAULT_TOP_K, POSTPROCESS_MODES, PostprocessMode, QueryResult, postprocess
 from coreba.schedule import Answering, Query, Row, answer_queries, row_durations, shared_window
 from coreba.windows import DEFAULT_NMS_IOU, Window, check_window_options, window_features, write_window
 
 
 def config_for(path: str | Path, engine: str) -> CorebaConfig:
-    """The model config behind an artifact: ``config.json`` of a checkpoint directory, the ``config`` entry of
-    an ONNX file's metadata, or the ``<plan>.json`` written beside a TensorRT plan."""
+    """The model config behind an artifact: ``config.json`` of a checkpoint directory (torch), the ``config``
+    entry of an ONNX file's metadata (onnxruntime, openvino), the ``coreba/config`` rt_info of an OpenVINO IR
+    (``.xml``, from export/quantize.py), or the ``<plan>.json`` written beside a TensorRT plan."""
     path = Path(path)
     if engine not in ENGINE_NAMES:
         raise ValueError(f"unknown engine {engine!r}; choose from {ENGINE_NAMES}")
     if engine == "torch":
         return CorebaConfig.load(path / "config.json")
-    if engine == "onnxruntime":
-        metadata = read_metadata(path)
-        if graph_of(metadata) == "end_to_end":
-            raise ValueError(f"{path} is an end-to-end graph (its outputs are already the answer, for serving); the "
-                             "Predictor runs the raw graph: export it with export/to_onnx.py without --end-to-end")
-        return config_of(metadata, path)
-    sidecar = path.with_suffix(".json")
-    if not sidecar.is_file():
-        raise FileNotFoundError(f"no {sidecar} beside the TensorRT plan (export/to_tensorrt.py writes it)")
-    sidecar_data = json.loads(sidecar.read_text())
-    if sidecar_data.get("graph") == "end_to_end":
-        raise ValueError(f"{path} is built from an end-to-end graph (its outputs are already the answer, for "
-                         "serving); the Predictor runs the raw graph: build the plan from an export without "
-                         "--end-to-end")
-    return CorebaConfig.from_dict(sidecar_data["config"])
+    if engine == "tensorrt":
+        sidecar = path.with_suffix(".json")
+        if not sidecar.is_file():
+            raise FileNotFoundError(f"no {sidecar} beside the TensorRT plan (export/to_tensorrt.py writes it)")
+        sidecar_data = json.loads(sidecar.read_text())
+        if sidecar_data.get("graph") == "end_to_end":
+            raise ValueError(f"{path} is built from an end-to-end graph (its outputs are already the answer, for "
+                             "serving); the Predictor runs the raw graph: build the plan from an export without "
+                             "--end-to-end")
+        return CorebaConfig.from_dict(sidecar_data["config"])
+    metadata = model_file_metadata(path)  # an ONNX file, or an OpenVINO IR from export/quantize.py
+    if graph_of(metadata) == "end_to_end":
+        raise ValueError(f"{path} is an end-to-end graph (its outputs are already the answer, for serving); the "
+                         "Predictor runs the raw graph: export it with export/to_onnx.py without --end-to-end")
+    return config_of(metadata, path)
 
 
 REAL_KINDS = "fiu"  # numpy dtype kinds of real numbers: float, signed and unsigned int (bool and complex are not)
@@ -196,7 +198,9 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, path: str | Path, engine: str = "torch", device: str = "cpu",
                         max_batch_size: int = 64, **engine_options) -> Predictor:
-        """``engine``: "torch" (a ``save_pretrained`` dir), "onnxruntime" (.onnx), "tensorrt" (.plan)."""
+        """``engine``: "torch" (a ``save_pretrained`` dir), "onnxruntime" (.onnx), "openvino" (.onnx, or an int8
+        .xml), "tensorrt" (.plan); ``precision="fp32"|"bf16"|"int8"`` where the engine has it
+        (``coreba.engines.ENGINE_PRECISIONS``)."""
         config = config_for(path, engine)
         return cls(load_engine(engine, path, device=device, **engine_options), config, max_batch_size)
 

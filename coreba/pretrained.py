@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from coreba.config import CorebaConfig, TrainConfig
+from coreba.data.synthetic import SyntheticPaths, generate_synthetic_dataset
 from coreba.evaluate import load_jsonl
 from coreba.model import Coreba
 from coreba.model.coreba import CONFIG_NAME, WEIGHTS_NAME, architecture_fingerprint
@@ -40,6 +41,13 @@ DEMO_TRAIN = dict(epochs=6, batch_size=8, lr=5e-4, eval_every=2, seed=0)
 # Training-only regularisation (inert at inference): the paper's input dropout 0.5 slows a 2-minute run too
 # much. The saved config.json is the default CorebaConfig all the same.
 TRAIN_ONLY_OVERRIDES = dict(input_dropout=0.1)
+# More data with the demo's planted signal, for checking the trained model (the accuracy gates of reduced-precision
+# engines, int8 calibration): new queries and videos from other seeds, the query-clip relation the demo model
+# learned (``planted_like``), so no retraining. The gate split has >= 500 queries: one query then moves a
+# metric by at most 0.2 points.
+DEMO_EXTRA_SPLITS: dict[str, dict[str, int]] = {"gate": dict(num_queries=500, seed=101),
+                                                "calibration": dict(num_queries=128, seed=102)}
+DEFAULT_EXTRA_DIR = "artifacts/demo_data"
 BANNER = ("coreba: building the DEMO checkpoint - the full-size default model trained for ~2 minutes on SYNTHETIC "
           "data (planted signal). It is for trying the export/serving tools, not for real video.")
 
@@ -58,6 +66,12 @@ def _is_cached(cache: Path, params: dict[str, Any]) -> bool:
     marker = cache / MARKER_NAME
     files = [cache / CONFIG_NAME, cache / WEIGHTS_NAME, cache / METRICS_NAME]
     return marker.is_file() and all(f.is_file() for f in files) and json.loads(marker.read_text()) == params
+
+
+def is_demo_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a demo checkpoint of the current recipe (its marker equals :func:`demo_parameters`), so
+    that the demo's held-out data applies to it."""
+    return _is_cached(Path(path), demo_parameters())
 
 
 @contextmanager
@@ -115,3 +129,14 @@ def demo_checkpoint(cache_dir: str | Path = DEFAULT_CACHE_DIR, *, force: bool = 
           f"{brief['MR-full-R1@0.5']:.1f}, MR mAP {brief['MR-full-mAP']:.1f}, HL VeryGood mAP "
           f"{brief['HL-min-VeryGood-mAP']:.1f} after {seconds:.0f} s of training", flush=True)
     return cache
+
+
+def demo_split(split: str, cache_dir: str | Path = DEFAULT_EXTRA_DIR) -> SyntheticPaths:
+    """One of ``DEMO_EXTRA_SPLITS`` written (once, then cached) under ``cache_dir/<split>``: full feature dims,
+    the demo's signal strength and planted relation; ``.annotations[split]`` is its annotation file."""
+    if split not in DEMO_EXTRA_SPLITS:
+        raise ValueError(f"split must be one of {tuple(DEMO_EXTRA_SPLITS)}, got {split!r}")
+    like = {k: DEMO_DATA[k] for k in ("num_queries", "splits", "seed")}
+    return generate_synthetic_dataset(Path(cache_dir) / split, splits=(split,), planted_like=like,
+                                      signal_strength=DEMO_DATA["signal_strength"], topic_dim=DEMO_DATA["topic_dim"],
+                                      **DEMO_EXTRA_SPLITS[split])

@@ -56,6 +56,12 @@ FP32_TOLERANCE = Tolerance(pred_logits=1e-4, pred_spans=1e-4, saliency_scores=1e
 FP16_TOLERANCE = Tolerance(pred_logits=5e-2, pred_spans=1e-2, saliency_scores=1e-2)
 FP16_SCORE_TOLERANCE = 1e-2
 
+# bf16 / int8 engines: accepted by the accuracy gate (export.accuracy: QVHighlights metrics within 1 point of fp32),
+# not by output errors. Their per-output check is only a sanity bound, a fraction of the output's range that a
+# working engine stays far inside (bf16 ~1 %, int8 ~3 % measured on the demo model) and a broken one does not.
+REDUCED_PRECISIONS = ("bf16", "int8")
+REDUCED_PRECISION_SANITY = 0.1
+
 
 @dataclass(frozen=True)
 class AnswerTolerance:

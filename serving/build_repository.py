@@ -6,12 +6,16 @@ Usage::
     python export/to_onnx.py --end-to-end                    # artifacts/coreba-e2e.onnx
     python serving/build_repository.py --onnx artifacts/coreba-e2e.onnx --output artifacts/model_repository \\
         [--plan artifacts/coreba-e2e.plan] [--max-batch-size 8] [--baseline artifacts/coreba.onnx] ...
+    # coreba on OpenVINO bf16, or on an int8 model of the end-to-end graph from export/quantize.py:
+    ... --python-engine openvino --precision bf16
+    ... --python-engine openvino --precision int8 --python-model artifacts/coreba-e2e-int8-openvino.xml
 
 Models written (``<output>/<model>/config.pbtxt`` + ``<output>/<model>/1/...`` + ``<output>/<model>/warmup/``),
 each running the end-to-end graph in ONE step (inputs + duration in, the answer out):
 
 * ``coreba``       Python backend running ONNX Runtime (CPU, or CUDA with ``--python-gpu``): the model clients
-                   call, what CI serves.
+                   call, what CI serves; or OpenVINO, at fp32, bf16 or int8 (``--python-engine``, ``--precision``,
+                   ``--python-model``), written into its config parameters.
 * ``coreba_onnx``  Triton's ONNX Runtime backend (NGC images), GPU instances unless ``--onnx-cpu``, TensorRT
                    acceleration of ONNX Runtime with ``--onnx-tensorrt``.
 * ``coreba_trt``   Triton's TensorRT backend, only when ``--plan`` is given.
@@ -39,11 +43,12 @@ from pathlib import Path
 
 from coreba.atomic import check_output_path, replace_directory, staging_directory
 from coreba.config import CorebaConfig
-from coreba.onnx_io import read_graph
+from coreba.engines import model_file_metadata
+from coreba.onnx_io import config_of, graph_of, read_graph, top_k_of
 from serving import model_configs as configs
 from serving.baseline import BASELINE, BASELINE_MODELS, baseline_models
 from serving.config_check import check_models, model_dirs
-from serving.model_configs import Batching, TensorRTAcceleration, warmup_sample
+from serving.model_configs import PYTHON_ENGINES, Batching, PythonEngine, TensorRTAcceleration, warmup_sample
 from serving.repository_marker import NotOursError, fingerprints, not_ours, read_marker, write_marker
 from serving.spec import (
     ALL_MODELS,
@@ -77,6 +82,31 @@ def _write_model(output: Path, config, files: dict[str, Path], cfg: CorebaConfig
     return model_dir
 
 
+def _python_engine(onnx_path: Path, cfg: CorebaConfig, top_k: int, engine: str, precision: str,
+                   python_model: str | Path | None) -> tuple[PythonEngine, dict[str, Path]]:
+    """What ``coreba`` runs and the files it loads: the end-to-end graph itself, or another model file of it (an
+    int8 .onnx, an OpenVINO .xml with its .bin), checked to be the same model (config) and graph (end-to-end, K)."""
+    python_model = Path(python_model) if python_model is not None else None
+    if python_model is None or python_model.resolve() == onnx_path.resolve():
+        if precision == "int8":
+            raise ValueError("--precision int8 serves a quantized model: give it with --python-model (write one with "
+                             f"`python export/quantize.py --onnx {onnx_path} --backend {engine}`)")
+        return PythonEngine(engine, precision), {ONNX_FILENAME: onnx_path}
+    if not python_model.is_file():
+        raise FileNotFoundError(f"no model file at {python_model}")
+    choice = PythonEngine(engine, precision, f"model.{precision}{python_model.suffix}")
+    metadata = model_file_metadata(python_model)
+    if graph_of(metadata) != "end_to_end" or top_k_of(metadata, python_model) != top_k:
+        raise ValueError(f"{python_model} is not the end-to-end graph of {onnx_path} (graph "
+                         f"{graph_of(metadata)!r}, K {metadata.get('top_k')}): quantize the --end-to-end export")
+    if config_of(metadata, python_model).to_dict() != cfg.to_dict():
+        raise ValueError(f"{python_model} is not the model of {onnx_path} (their configs differ)")
+    files = {choice.model_filename: python_model}
+    if python_model.suffix == ".xml":  # the IR's weights, found by OpenVINO from the .xml name
+        files[Path(choice.model_filename).with_suffix(".bin").name] = python_model.with_suffix(".bin")
+    return choice, files
+
+
 def _swap_in(stage: Path, output: Path, names: list[str], stale: list[str]) -> None:
     """Move each staged model folder into ``output`` (the old one goes into the staging folder, deleted with
     it), and move the ``stale`` coreba folders out of ``output`` the same way."""
@@ -93,10 +123,12 @@ def build_repository(onnx_path: str | Path, output: str | Path, plan_path: str |
                      batching: Batching | None = None, onnx_kind: str = "gpu", python_kind: str = "cpu",
                      tensorrt: TensorRTAcceleration | None = None, instances: int = 1,
                      graph_optimization: str = "all", intra_op_threads: int = 0,
-                     baseline_onnx: str | Path | None = None, force: bool = False) -> dict[str, Path]:
+                     baseline_onnx: str | Path | None = None, force: bool = False, python_engine: str = "onnxruntime",
+                     precision: str = "fp32", python_model: str | Path | None = None) -> dict[str, Path]:
     """Write the repository and return ``{model name: model folder}``. ``onnx_path`` is the END-TO-END graph
     (``export/to_onnx.py --end-to-end``); ``baseline_onnx``, the RAW graph of the same model, adds the two-step
-    path of before (:mod:`serving.baseline`) for the load test.
+    path of before (:mod:`serving.baseline`) for the load test. ``coreba`` runs ``python_engine`` at
+    ``precision`` on ``python_model`` (default: ``onnx_path``; an int8 model of it from export/quantize.py).
 
     Raises, before writing anything: ``ValueError`` on bad options; :class:`coreba.onnx_io.OnnxFileError` for
     an ONNX file that is not a whole exported model or holds the other graph; :class:`serving.config_check.
@@ -117,6 +149,7 @@ def build_repository(onnx_path: str | Path, output: str | Path, plan_path: str |
         if baseline_cfg.to_dict() != cfg.to_dict():
             raise ValueError(f"the baseline graph {baseline_onnx} was exported from another model config than "
                              f"{onnx_path}")
+    engine_choice, python_files = _python_engine(onnx_path, cfg, top_k, python_engine, precision, python_model)
 
     existing = output.is_dir()
     marker = read_marker(output) if existing and not force else {}
@@ -124,8 +157,8 @@ def build_repository(onnx_path: str | Path, output: str | Path, plan_path: str |
     with staging_directory(output) as stage:
         written = {
             SERVED: _write_model(stage, configs.python_config(cfg, batching, top_k, python_kind, instances,
-                                                              graph_optimization, intra_op_threads),
-                                 {"model.py": PYTHON_MODEL, ONNX_FILENAME: onnx_path}, cfg),
+                                                              graph_optimization, intra_op_threads, engine_choice),
+                                 {"model.py": PYTHON_MODEL, **python_files}, cfg),
             ENGINE_MODELS["onnx"]: _write_model(stage, configs.onnx_config(cfg, batching, top_k, onnx_kind, instances,
                                                                            tensorrt),
                                                 {ONNX_FILENAME: onnx_path}, cfg),
@@ -180,7 +213,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opt.add_argument("--graph-optimization", choices=("disabled", "basic", "extended", "all"), default="all",
                      help="ONNX Runtime graph optimization level of coreba")
     opt.add_argument("--intra-op-threads", type=int, default=0,
-                     help="ONNX Runtime threads per instance of coreba (0 = the CPU cores divided among instances)")
+                     help="engine threads per instance of coreba (0 = the CPU cores divided among instances)")
+    opt.add_argument("--python-engine", choices=PYTHON_ENGINES, default="onnxruntime",
+                     help="the engine coreba runs (written into its config parameters)")
+    opt.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                     help="its precision: bf16 (openvino; refused at load on a CPU without AVX512_BF16/AMX) or int8 "
+                          "(an int8 model of the end-to-end graph from export/quantize.py, given with --python-model)")
+    opt.add_argument("--python-model", type=Path, default=None,
+                     help="the model file coreba loads, if not --onnx: an int8 .onnx or OpenVINO .xml (+.bin)")
     opt.add_argument("--baseline", type=Path, default=None, metavar="RAW_ONNX",
                      help="also write the two-step path of before (raw graph + post-processing model, ensemble "
                           f"{BASELINE!r}) for the load test's comparison")
@@ -202,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
                                    python_kind="gpu" if args.python_gpu else "cpu", tensorrt=tensorrt,
                                    instances=args.instances, graph_optimization=args.graph_optimization,
                                    intra_op_threads=args.intra_op_threads, baseline_onnx=args.baseline,
-                                   force=args.force)
+                                   force=args.force, python_engine=args.python_engine, precision=args.precision,
+                                   python_model=args.python_model)
     except (ValueError, OSError) as err:  # every error here is one line naming the file or the option
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -158,12 +158,42 @@ def _served(model: str, cfg: CorebaConfig, batching: Batching, kind: str, instan
     return config
 
 
+PYTHON_ENGINES = ("onnxruntime", "openvino")
+
+
+@dataclass(frozen=True)
+class PythonEngine:
+    """What ``coreba`` (the Python backend) runs, written into its config parameters and read by its
+    ``initialize``: a :func:`coreba.engines.load_engine` engine that reads a file (ONNX Runtime, OpenVINO) at one of
+    its precisions, on the model file ``model_filename`` of the version folder (the end-to-end graph, or an int8
+    model of it from export/quantize.py)."""
+
+    engine: str = "onnxruntime"
+    precision: str = "fp32"
+    model_filename: str = ONNX_FILENAME
+
+    def __post_init__(self) -> None:
+        from coreba.engines import ENGINE_PRECISIONS
+
+        if self.engine not in PYTHON_ENGINES:
+            raise ValueError(f"the served Python model runs one of {PYTHON_ENGINES}, got {self.engine!r}")
+        if self.precision not in ENGINE_PRECISIONS[self.engine]:
+            raise ValueError(f"engine {self.engine!r} has no precision {self.precision!r}; it has "
+                             f"{ENGINE_PRECISIONS[self.engine]}")
+
+
 def python_config(cfg: CorebaConfig, batching: Batching, top_k: int, kind: str = "cpu", instances: int = 1,
-                  graph_optimization: str = "all", intra_op_threads: int = 0) -> mc.ModelConfig:
-    """``coreba``: the Python backend running the end-to-end graph on ONNX Runtime (CPU or CUDA provider, from the
-    instance kind). ``intra_op_threads`` 0: the model divides the CPU cores among its instances."""
+                  graph_optimization: str = "all", intra_op_threads: int = 0,
+                  engine: PythonEngine | None = None) -> mc.ModelConfig:
+    """``coreba``: the Python backend running the end-to-end graph on ``engine`` (default ONNX Runtime fp32, CPU or
+    CUDA provider from the instance kind; OpenVINO runs on CPU instances). ``intra_op_threads`` 0: the model
+    divides the CPU cores among its instances."""
+    engine = engine or PythonEngine()
+    if engine.engine == "openvino" and kind != "cpu":
+        raise ValueError("the openvino engine runs on CPU instances (kind='cpu')")
     config = _served("python", cfg, batching, kind, instances, top_k, backend="python")
-    _parameters(config, {"onnx_filename": ONNX_FILENAME, "graph_optimization": graph_optimization,
+    _parameters(config, {"engine": engine.engine, "precision": engine.precision,
+                         "model_filename": engine.model_filename, "graph_optimization": graph_optimization,
                          "intra_op_threads": str(intra_op_threads)})
     return config
 

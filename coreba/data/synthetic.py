@@ -156,8 +156,9 @@ def _num_clips(records: Sequence[dict[str, Any]]) -> int:
 
 def _write_features(records: Sequence[dict[str, Any]], paths: SyntheticPaths, dims: Mapping[str, int],
                     rng: np.random.Generator, num_text_tokens: tuple[int, int], signal_strength: float,
-                    topic_dim: int) -> None:
-    maps = _topic_maps(rng, dims, topic_dim)
+                    topic_dim: int, maps: Mapping[str, np.ndarray] | None = None) -> None:
+    if maps is None:
+        maps = _topic_maps(rng, dims, topic_dim)
     topics: dict[int, dict[str, np.ndarray]] = {}
     by_vid: dict[str, list[dict[str, Any]]] = {}
     for record in records:
@@ -178,6 +179,28 @@ def _write_features(records: Sequence[dict[str, Any]], paths: SyntheticPaths, di
                 strength = signal_strength * (SALIENCY_FLOOR + summed / (MAX_SCORE * NUM_ANNOTATORS))
                 clips[record["relevant_clip_ids"]] += strength[:, None] * topics[record["qid"]][source]
             np.savez(video_feature_path(feature_dir, vid), **{VIDEO_FEATURE_KEY: clips})
+
+
+def _generated_records(rng: np.random.Generator, split_names: Sequence[str], num_queries: int | None,
+                       num_videos: int | None) -> dict[str, list[dict[str, Any]]]:
+    """Generated annotations of every split, drawn from ``rng`` in split order."""
+    count = DEFAULT_NUM_QUERIES if num_queries is None else num_queries
+    videos = num_videos if num_videos is not None else max(1, round(count / QUERIES_PER_VIDEO))
+    return {split: generate_annotations(rng, count, videos, split, first_qid=i * count)
+            for i, split in enumerate(split_names)}
+
+
+def planted_topic_maps(like: Mapping[str, Any], dims: Mapping[str, int], topic_dim: int) -> dict[str, np.ndarray]:
+    """The topic maps (the planted query-clip relation) of a GENERATED dataset with the generation parameters
+    ``like`` (``seed``, ``splits``, ``num_queries``, ``num_videos``; missing ones take the defaults), replayed
+    from its seed: its annotations are drawn first, then the maps, exactly as :func:`generate_synthetic_dataset`
+    draws them."""
+    unknown = set(like) - {"seed", "splits", "num_queries", "num_videos"}
+    if unknown:
+        raise ValueError(f"planted_like takes seed, splits, num_queries, num_videos; got also {sorted(unknown)}")
+    rng = np.random.default_rng(like.get("seed", 0))
+    _generated_records(rng, list(like.get("splits", SPLITS)), like.get("num_queries"), like.get("num_videos"))
+    return _topic_maps(rng, dims, topic_dim)
 
 
 # ---------------------------------------------------------------- entry point
@@ -201,6 +224,7 @@ def generate_synthetic_dataset(
     num_text_tokens: tuple[int, int] = (8, 24),
     signal_strength: float = 2.0,
     topic_dim: int = 16,
+    planted_like: Mapping[str, Any] | None = None,
 ) -> SyntheticPaths:
     """Write a QVHighlights-layout dataset under ``out_dir``; a no-op when the same one is already there.
 
@@ -215,6 +239,11 @@ def generate_synthetic_dataset(
         signal_strength: planted strength, in noise norms, of a relevant clip with an average score; it runs
             from ``0.5x`` (summed score 0) to ``1.5x`` (summed score 12).
         topic_dim: dimension of the latent topic shared by all feature spaces (<= every dim).
+        planted_like: the generation parameters (``seed``, ``splits``, ``num_queries``, ``num_videos``) of
+            another generated dataset with the same dims and ``topic_dim`` whose planted relation to reuse
+            (:func:`planted_topic_maps`): new queries and videos (from ``seed``) that a model trained on that
+            dataset has learned to read, e.g. a larger held-out set for a model already trained. None: this
+            dataset's own relation, drawn from ``seed``.
     """
     out = Path(out_dir)
     dims = {"slowfast": slowfast_dim, "clip": clip_dim, "text": text_dim}
@@ -243,6 +272,8 @@ def generate_synthetic_dataset(
         "num_queries": num_queries, "num_videos": num_videos, "num_text_tokens": list(num_text_tokens),
         "signal_strength": signal_strength, "topic_dim": topic_dim,
     }
+    if planted_like is not None:  # only then: markers written before this option stay valid
+        params["planted_like"] = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(planted_like.items())}
     marker = out / MARKER_NAME
     if marker.is_file():
         if json.loads(marker.read_text()) == params:
@@ -258,10 +289,7 @@ def generate_synthetic_dataset(
         for split, path in sources.items():
             records_by_split[split] = load_annotations(path)[:num_queries]
     else:
-        count = DEFAULT_NUM_QUERIES if num_queries is None else num_queries
-        videos = num_videos if num_videos is not None else max(1, round(count / QUERIES_PER_VIDEO))
-        for i, split in enumerate(split_names):
-            records_by_split[split] = generate_annotations(rng, count, videos, split, first_qid=i * count)
+        records_by_split = _generated_records(rng, split_names, num_queries, num_videos)
 
     for folder in (*paths.video_feature_dirs, paths.text_feature_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -270,7 +298,8 @@ def generate_synthetic_dataset(
         written = [{k: v for k, v in r.items() if k not in LABEL_FIELDS} for r in records] if unlabelled else records
         write_annotations(paths.annotations[split], written)
     all_records = [r for records in records_by_split.values() for r in records]
-    _write_features(all_records, paths, dims, rng, num_text_tokens, signal_strength, topic_dim)
+    maps = None if planted_like is None else planted_topic_maps(planted_like, dims, topic_dim)
+    _write_features(all_records, paths, dims, rng, num_text_tokens, signal_strength, topic_dim, maps)
     marker.write_text(json.dumps(params, indent=2) + "\n")  # last, so an interrupted run is redone
     return paths
 

@@ -5,6 +5,6 @@ makes the parity harness and the :class:`coreba.predictor.Predictor` engine-agno
 """
 
 from coreba.engines.base import Engine, EngineUnavailable
-from coreba.engines.factory import ENGINE_NAMES, load_engine
+from coreba.engines.factory import ENGINE_NAMES, ENGINE_PRECISIONS, load_engine, model_file_metadata
 
-__all__ = ["ENGINE_NAMES", "Engine", "EngineUnavailable", "load_engine"]
+__all__ = ["ENGINE_NAMES", "ENGINE_PRECISIONS", "Engine", "EngineUnavailable", "load_engine", "model_file_metadata"]

@@ -2,6 +2,10 @@
 
 ``onnxruntime-gpu`` silently falls back to the CPU when the CUDA (or TensorRT) libraries cannot be
 loaded; this engine checks ``session.get_providers()`` and refuses to run on the wrong device.
+
+Precision is that of the file: ``fp32`` (or an fp16 export, which casts inside), or ``int8`` for a QDQ model
+from ``export/quantize.py --backend onnxruntime``; asking for one the file does not hold is an error, so a
+Predictor never reports int8 for an fp32 model. ONNX Runtime's CPU provider has no bf16 mode.
 """
 
 from __future__ import annotations
@@ -18,6 +22,17 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 GRAPH_OPTIMIZATIONS = ("disabled", "basic", "extended", "all")
+PRECISIONS = ("fp32", "int8")
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "MatMulInteger",
+                           "DynamicQuantizeLinear"})
+
+
+def is_quantized(path: str | Path) -> bool:
+    """Whether the ONNX file holds int8 quantization (QDQ pairs or integer MatMuls)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in QUANTIZED_OPS for node in graph.node)
 
 
 def session_options(graph_optimization: str = "all", threads: int | None = None,
@@ -45,12 +60,17 @@ class OnnxRuntimeEngine:
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, provider: str = "cpu", graph_optimization: str = "all",
-                 threads: int | None = None, provider_options: dict | None = None) -> None:
+                 threads: int | None = None, provider_options: dict | None = None, precision: str = "fp32") -> None:
         import onnxruntime as ort
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no ONNX model at {path}")
+        if precision == "bf16":
+            raise EngineUnavailable("ONNX Runtime's CPU provider has no bf16 inference mode; use engine='openvino' "
+                                    "or 'torch' with precision='bf16', or precision='int8' with a quantized model")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; choose from {tuple(PROVIDERS)}")
         wanted = PROVIDERS[provider]
@@ -66,7 +86,14 @@ class OnnxRuntimeEngine:
         if not active or active[0] != wanted:
             raise EngineUnavailable(f"asked for {wanted} but ONNX Runtime activated {active} (its libraries failed to "
                                     "load); refusing to run on the wrong device")
-        self.provider = provider
+        # after the session, so that a file ONNX Runtime cannot parse gets ONNX Runtime's own error
+        quantized = is_quantized(path)
+        if precision == "int8" and not quantized:
+            raise ValueError(f"{path} holds no int8 quantization; write one with `python export/quantize.py "
+                             f"--onnx {path} --backend onnxruntime --output ...`")
+        if precision == "fp32" and quantized:
+            raise ValueError(f"{path} is an int8-quantized model: load it with precision='int8'")
+        self.provider, self.precision = provider, precision
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

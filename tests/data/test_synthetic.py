@@ -133,3 +133,34 @@ def test_cli_and_argument_checks(tmp_path: Path, capsys: pytest.CaptureFixture[s
         generate_synthetic_dataset(tmp_path / "x", topic_dim=9, slowfast_dim=16, clip_dim=8, text_dim=8)
     with pytest.raises(ValueError, match="num_videos"):
         generate_synthetic_dataset(tmp_path / "y", num_queries=2, num_videos=3, **SMALL)
+
+
+def test_planted_like_reuses_a_trained_datasets_relation(tmp_path):
+    """A set made ``planted_like`` another carries that set's query-clip relation (what a model trained on it
+    learned): its queries' text lies in the span of the other set's text map; an unrelated set's does not."""
+    from coreba.data.qvhighlights import TEXT_FEATURE_KEY, text_feature_path
+    from coreba.data.synthetic import planted_topic_maps
+
+    dims = dict(slowfast_dim=24, clip_dim=16, text_dim=16)
+    common = dict(signal_strength=4.0, topic_dim=4, **dims)
+    like = dict(seed=0, splits=("train",), num_queries=20)
+    trained_on = generate_synthetic_dataset(tmp_path / "train", **like, **common)
+    text_map = planted_topic_maps(like, {"slowfast": 24, "clip": 16, "text": 16}, 4)["text"]  # (16, 4), orthonormal
+    extra = generate_synthetic_dataset(tmp_path / "extra", seed=5, splits=("gate",), num_queries=30,
+                                       planted_like=like, **common)
+    unrelated = generate_synthetic_dataset(tmp_path / "unrelated", seed=5, splits=("gate",), num_queries=30, **common)
+
+    def in_span(paths, split: str) -> float:
+        """Mean over queries of |projection of the mean token onto the text map's span| / |mean token|."""
+        ratios = []
+        for record in load_annotations(paths.annotations[split]):
+            tokens = np.load(text_feature_path(paths.text_feature_dir, record["qid"]))[TEXT_FEATURE_KEY]
+            mean = tokens.mean(0)
+            ratios.append(np.linalg.norm(text_map.T @ mean) / np.linalg.norm(mean))
+        return float(np.mean(ratios))
+
+    assert in_span(trained_on, "train") > 0.9  # the replayed map is the one the dataset was drawn with
+    assert in_span(extra, "gate") > 0.9
+    assert in_span(unrelated, "gate") < 0.75
+    with pytest.raises(ValueError, match="planted_like takes"):
+        planted_topic_maps({"seed": 0, "topic_dim": 3}, {"slowfast": 24, "clip": 16, "text": 16}, 4)

@@ -5,6 +5,8 @@ are refused; the answer's layout round-trips and the request checks name each pr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from google.protobuf import text_format
@@ -12,6 +14,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from coreba.answer import pack_answer, unpack_answer
 from coreba.model.validation import InputError
+from coreba.onnx_io import read_metadata
 from coreba.postprocess import postprocess
 from serving.baseline import BASELINE, BASELINE_MODELS
 from serving.build_repository import build_repository, main
@@ -89,6 +92,10 @@ def test_default_repository(repository):
     (dict(onnx_kind="cpu", tensorrt=TensorRTAcceleration()), "needs GPU instances"),
     (dict(python_kind="tpu"), "instance kind"),
     (dict(instances=0), "instances"),
+    (dict(python_engine="tvm"), "runs one of"),
+    (dict(python_engine="onnxruntime", precision="bf16"), "no precision 'bf16'"),
+    (dict(python_engine="openvino", precision="int8"), "give it with --python-model"),
+    (dict(python_engine="openvino", python_kind="gpu"), "openvino engine runs on CPU"),
 ])
 def test_bad_options_are_refused(served_model, tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -100,6 +107,42 @@ def test_the_wrong_graph_is_refused(served_model, tmp_path):
         build_repository(served_model.raw_onnx_path, tmp_path / "repo")
     with pytest.raises(ValueError, match="holds the end_to_end graph"):
         build_repository(served_model.onnx_path, tmp_path / "repo", baseline_onnx=served_model.onnx_path)
+
+
+def _ir_of(onnx_path: Path, output: Path, **changed: str) -> Path:
+    """An OpenVINO IR of ``onnx_path`` carrying its metadata in rt_info as export/quantize.py writes it."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(onnx_path))
+    for key, value in {**read_metadata(onnx_path), **changed}.items():
+        model.set_rt_info(value, ["coreba", key])
+    ov.save_model(model, str(output), compress_to_fp16=False)
+    return output
+
+
+def test_the_python_engine_and_its_file_reach_the_config(served_model, tmp_path):
+    """The engine choice is written into coreba's parameters, and another model file (here an OpenVINO IR of the
+    same end-to-end graph) is copied beside model.py with its .bin; a file of another model or graph is refused."""
+    pytest.importorskip("openvino")
+    (tmp_path / "ir").mkdir()
+    ir = _ir_of(served_model.onnx_path, tmp_path / "ir" / "model.xml")
+    written = build_repository(served_model.onnx_path, tmp_path / "repo", python_engine="openvino",
+                               precision="bf16", python_model=ir, intra_op_threads=2)
+    python = check_repository(tmp_path / "repo")[SERVED]
+    params = {k: v.string_value for k, v in python.parameters.items()}
+    assert params["engine"] == "openvino" and params["precision"] == "bf16"
+    assert params["model_filename"] == "model.bf16.xml" and params["intra_op_threads"] == "2"
+    folder = written[SERVED] / "1"
+    assert (folder / "model.bf16.xml").is_file() and (folder / "model.bf16.bin").is_file()
+
+    config = read_metadata(served_model.onnx_path)["config"]
+    other = _ir_of(served_model.onnx_path, tmp_path / "other.xml",
+                   config=config.replace('"hidden_dim": 32', '"hidden_dim": 64'))
+    with pytest.raises(ValueError, match="configs differ"):
+        build_repository(served_model.onnx_path, tmp_path / "repo2", python_engine="openvino", python_model=other)
+    raw = _ir_of(served_model.raw_onnx_path, tmp_path / "raw.xml")
+    with pytest.raises(ValueError, match="not the end-to-end graph"):
+        build_repository(served_model.onnx_path, tmp_path / "repo3", python_engine="openvino", python_model=raw)
 
 
 def test_bad_batching_is_refused():

@@ -1,28 +1,31 @@
-"""Triton Python-backend model ``coreba``: the end-to-end graph on ONNX Runtime, the model clients call.
+"""Triton Python-backend model ``coreba``: the end-to-end graph on ONNX Runtime or OpenVINO, the model clients call.
 
-One step per batch, no second model: the graph holds the post-processing, so ONNX Runtime returns the answer
+One step per batch, no second model: the graph holds the post-processing, so the engine returns the answer
 (moments, saliency, num_clips) and the model hands it back as it came.
 
-* ``initialize`` parses the model config (parameters), picks the ONNX Runtime provider from the instance kind
-  (KIND_GPU -> CUDA on ``model_instance_device_id``, KIND_CPU -> CPU), creates the ONE session with the CPU
-  cores shared out among the model's instances (``intra_op_threads`` 0), and checks the ONNX file against the
-  config: an end-to-end graph, its K and feature dims those of config.pbtxt (a mismatch fails the load, by name).
+* ``initialize`` parses the model config (parameters): ``engine`` (onnxruntime, the default, or openvino),
+  ``precision`` (fp32; bf16 for openvino; int8 for a model from export/quantize.py), ``model_filename``,
+  ``graph_optimization`` (ONNX Runtime) and ``intra_op_threads`` (0: the CPU cores shared out among the model's
+  instances). ONNX Runtime's provider follows the instance kind (KIND_GPU -> CUDA on ``model_instance_device_id``).
+  It creates the ONE engine and checks the model file against the config: an end-to-end graph, its K and
+  feature dims those of config.pbtxt (a mismatch fails the load, by name).
 * ``execute`` reads each request's inputs as numpy views of the request's memory (DLPack, no copy, no torch),
   checks their values (:func:`serving.request_checks.check_request`; a bad request gets an error response naming
-  the problem, the others go on), runs the session ONCE on the valid requests (concatenated only when there
-  are several), and returns each request its rows of the outputs, again without a copy.
+  the problem, the others go on), runs the engine ONCE on the valid requests (concatenated only when there
+  are several), and returns each request its rows of the outputs (ONNX Runtime: again without a copy).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from coreba.engines.onnxruntime_engine import OnnxRuntimeEngine
+from coreba.engines import load_engine, model_file_metadata
 from coreba.model.validation import InputError
 from coreba.onnx_io import GRAPH_KEY, OnnxFileError, config_of, graph_of, top_k_of
 from serving.backend_io import (
@@ -45,23 +48,36 @@ class TritonPythonModel:
         gpu = args["model_instance_kind"] == "GPU"
         threads = int(params.get("intra_op_threads", "0")) or max(1, len(os.sched_getaffinity(0))
                                                                   // instance_count(self.model_config))
-        path = Path(args["model_repository"]) / args["model_version"] / params.get("onnx_filename", ONNX_FILENAME)
-        self.engine = OnnxRuntimeEngine(
-            path,
-            provider="cuda" if gpu else "cpu",
-            graph_optimization=params.get("graph_optimization", "all"),
-            threads=threads,
-            provider_options={"device_id": int(args["model_instance_device_id"])} if gpu else None,
-        )
-        self.session = self.engine.session
+        path = Path(args["model_repository"]) / args["model_version"] / params.get("model_filename", ONNX_FILENAME)
+        engine = params.get("engine", "onnxruntime")
+        options: dict = {"precision": params.get("precision", "fp32"), "threads": threads}
+        if engine == "onnxruntime":
+            options.update(provider="cuda" if gpu else "cpu",
+                           graph_optimization=params.get("graph_optimization", "all"),
+                           provider_options={"device_id": int(args["model_instance_device_id"])} if gpu else None)
+        try:
+            self.engine = load_engine(engine, path, device="cuda" if gpu else "cpu", **options)
+        except (ValueError, OSError, RuntimeError) as err:  # e.g. bf16 on a CPU without it: say so at load
+            raise pb_utils.TritonModelException(f"{self.name}: cannot load {engine} on {path}: {err}") from None
+        self.run_answer = self._answer_runner()
         self._check_graph(path)
         self.profiler = ExecuteProfiler(self.name)
         self.execute = self.profiler.wrap(self.execute)
 
+    def _answer_runner(self) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
+        """The engine's call, answer arrays in ``ANSWER_OUTPUTS`` order. ONNX Runtime's session is called directly:
+        its outputs are handed to Triton without the engine wrapper's dtype pass."""
+        session = getattr(self.engine, "session", None)
+        if session is not None:
+            return lambda batch: session.run(list(ANSWER_OUTPUTS), batch)
+        return lambda batch: [self.engine.run(batch)[name] for name in ANSWER_OUTPUTS]
+
     def _check_graph(self, path: Path) -> None:
-        """Fail at load time, by name, if config.pbtxt was written for another graph than this ONNX file."""
-        # the metadata as ONNX Runtime read it with the graph (no second parse); interpreted by coreba.onnx_io
-        metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        """Fail at load time, by name, if config.pbtxt was written for another graph than this model file."""
+        session = getattr(self.engine, "session", None)
+        # ONNX Runtime: the metadata as it read it with the graph (no second parse); interpreted by coreba.onnx_io
+        metadata = dict(session.get_modelmeta().custom_metadata_map) if session is not None \
+            else model_file_metadata(path)
         if graph_of(metadata) != "end_to_end":
             raise pb_utils.TritonModelException(f"{path} is not an end-to-end graph (metadata graph="
                                                 f"{metadata.get(GRAPH_KEY)!r}): export it with export/to_onnx.py "
@@ -76,10 +92,10 @@ class TritonPythonModel:
         for name, value in expected.items():
             axis = 0 if name == "moments" else -1
             if dims[name][axis] != value:
-                raise pb_utils.TritonModelException(f"config.pbtxt gives {name} dims {dims[name]}, the ONNX graph "
+                raise pb_utils.TritonModelException(f"config.pbtxt gives {name} dims {dims[name]}, the model file "
                                                     f"{path} has {value} there")
-        if [o.name for o in self.session.get_outputs()] != list(ANSWER_OUTPUTS):
-            raise pb_utils.TritonModelException(f"{path} returns {[o.name for o in self.session.get_outputs()]}, "
+        if sorted(self.engine.output_names) != sorted(ANSWER_OUTPUTS):
+            raise pb_utils.TritonModelException(f"{path} returns {self.engine.output_names}, "
                                                 f"not {list(ANSWER_OUTPUTS)}")
 
     def _read(self, request) -> dict[str, np.ndarray]:
@@ -105,14 +121,14 @@ class TritonPythonModel:
         return responses
 
     def _run_batch(self, members: list[tuple[int, dict[str, np.ndarray]]], responses: list) -> None:
-        """One session run for the valid requests (all of one shape: config.pbtxt fixes the lengths); each gets
+        """One engine run for the valid requests (all of one shape: config.pbtxt fixes the lengths); each gets
         its rows of the answer, or the failure."""
         try:
             batch = members[0][1] if len(members) == 1 else {
                 name: np.concatenate([arrays[name] for _, arrays in members]) for name in SERVED_INPUTS}
-            outputs = self.session.run(None, batch)
+            outputs = self.run_answer(batch)
         except Exception as err:  # an engine failure must reach the clients, not crash the model
-            pb_utils.Logger.log_error(f"{self.name}: ONNX Runtime failed on a batch of {len(members)}: {err!r}")
+            pb_utils.Logger.log_error(f"{self.name}: {self.engine.name} failed on a batch of {len(members)}: {err!r}")
             for index, _ in members:
                 responses[index] = error_response(f"{self.name}: inference failed: {err}", invalid_input=False)
             return
