@@ -48,7 +48,7 @@ def read_ir_metadata(path: str | Path) -> dict[str, str]:
         raise FileNotFoundError(f"no OpenVINO IR at {path}")
     model = require_openvino().Core().read_model(str(path))
     rt_info = model.get_rt_info()
-    section = rt_info[RT_INFO_SECTION] if RT_INFO_SECTION in rt_info else {}  # a section: a dict of OVAny
+    section = rt_info[RT_INFO_SECTION] if RT_INFO_SECTION in rt_info else {}  # noqa: SIM401 - an RTMap has no get()
     return {key: value.astype(str) for key, value in section.items()}
 
 
