@@ -3,8 +3,9 @@
     python -m serving.perf --repository artifacts/model_repository [--concurrency 1 8] [--runs old:socket ...]
 
 1. Engine block: ONNX Runtime called directly (:mod:`serving.engine_timing`) on the raw graph (the baseline
-   engine's file) and on the end-to-end graph (``coreba``'s), B=1 median and B=8 throughput, with the threads
-   the served model uses and the requests perf_analyzer sends.
+   engine's file) and on the end-to-end graph (``coreba``'s), B=1 median and B=8 throughput, with every core of
+   the machine (the engine at its best, whatever the served model's instances and threads: a repository with
+   two 1-thread instances is still compared with the 2-thread engine) and the requests perf_analyzer sends.
 2. Served blocks (:mod:`serving.perf_analyzer`), one server for all: ``old`` = the two-step baseline ensemble
    (``coreba_baseline``, written by ``build_repository --baseline``), ``new`` = the one-step model ``coreba``;
    each through the socket, or with its tensors in system shared memory (``shm``); at each concurrency. Every
@@ -216,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     input_data = args.output / "input_data.json"
     requests = make_requests(layout_of(args.repository), args.requests)
     write_input_data(input_data, requests)
-    threads = served_threads(args.repository)
+    threads = len(os.sched_getaffinity(0))  # the reference: the engine with the whole machine
     load_before = load_average()
-    print(f"load average before: {load_before}; {len(requests)} requests; ONNX Runtime threads {threads}", flush=True)
+    print(f"load average before: {load_before}; {len(requests)} requests; engine block on {threads} threads, "
+          f"served instances on {served_threads(args.repository)} each", flush=True)
     before = engine_block(args.repository, requests, threads, args.engine_budget)
     if args.url:
         results = measure_served(args, args.url, binary, env, input_data, runs)
