@@ -1,6 +1,6 @@
 """Long videos and many queries: quality of the sliding windows, and speed, on the demo checkpoint.
 
-    python benchmarks/long_video.py --speed --out artifacts/long_video   # demo checkpoint; ~1 h on 2 busy cores
+    python benchmarks/long_video.py --speed --out artifacts/long_video   # demo checkpoint; ~12 min on 2 quiet cores
     python benchmarks/long_video.py --tiny --queries 4 --out /tmp/lv     # dry run: tiny random model, seconds
 
 Quality. The demo checkpoint was trained on the planted-signal synthetic data of :mod:`coreba.data.synthetic`
