@@ -16,8 +16,8 @@ export: setup  ## the main job: export the (demo-trained) model to ONNX, with pa
 demo: setup  ## build the full-size model, run it on random features, print params/shapes/latency
 	$(PY) -m coreba.demo
 
-test: setup
-	$(PY) -m pytest -q
+test: setup  ## every test, one pytest process per group of folders (see scripts/run_tests.sh), then ruff
+	PY=$(PY) bash scripts/run_tests.sh
 	$(VENV)/bin/ruff check .
 
 lint: setup
