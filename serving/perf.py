@@ -72,8 +72,12 @@ def served_threads(repository: Path) -> int:
 def engine_block(repository: Path, requests: list, threads: int, budget_s: float) -> list[EngineTiming]:
     graphs = {"raw": repository / BASELINE_ENGINE / "1" / ONNX_FILENAME, "end_to_end": repository / SERVED / "1" /
               ONNX_FILENAME}
-    return [time_engine(path, graph, requests, batch, threads, budget_s)
-            for graph, path in graphs.items() if path.is_file() for batch in (1, 8)]
+    timings = [time_engine(path, graph, requests, batch, threads, budget_s)
+               for graph, path in graphs.items() if path.is_file() for batch in (1, 8)]
+    if threads > 1 and graphs["end_to_end"].is_file():  # B=8 as the served model runs it: in streams
+        timings.append(time_engine(graphs["end_to_end"], "end_to_end", requests, 8, threads, budget_s,
+                                   streams=threads))
+    return timings
 
 
 def load_average() -> str:
@@ -110,7 +114,8 @@ def engine_table(before: list[EngineTiming], after: list[EngineTiming]) -> str:
     lines = ["| engine (ONNX Runtime, direct) | B | median ms (before / after) | p90 ms | queries/s (before / after) |",
              "|---|---:|---:|---:|---:|"]
     for a, b in zip(before, after):
-        lines.append(f"| {a.graph} graph | {a.batch} | {a.median_ms:.2f} / {b.median_ms:.2f} | "
+        how = f", {a.streams} streams" if a.streams > 1 else ""
+        lines.append(f"| {a.graph} graph{how} | {a.batch} | {a.median_ms:.2f} / {b.median_ms:.2f} | "
                      f"{max(a.p90_ms, b.p90_ms):.2f} | {a.queries_per_s:.1f} / {b.queries_per_s:.1f} |")
     return "\n".join(lines)
 
@@ -145,10 +150,13 @@ def step_table(runs: list[PerfRun]) -> str:
 
 
 def targets(engine: list[EngineTiming], runs: list[PerfRun]) -> str:
-    """The issue's two ratios for every served path and transport, against the faster engine figure (raw graph)."""
-    raw = [e for e in engine if e.graph == "raw"] or engine
+    """The issue's two ratios for every served path and transport, against the faster engine figure (raw graph,
+    one call); throughput also against the end-to-end graph's B=8 in streams, where it was timed."""
+    whole = [e for e in engine if e.streams == 1]
+    raw = [e for e in whole if e.graph == "raw"] or whole
     b1 = min(e.median_ms for e in raw if e.batch == 1)
     b8 = max(e.queries_per_s for e in raw if e.batch == 8)
+    streamed = max((e.queries_per_s for e in engine if e.streams > 1), default=None)
     lines = [f"engine ({raw[0].graph} graph): B=1 median {b1:.2f} ms, B=8 {b8:.1f} queries/s"]
     for r in runs:
         if r.concurrency == 1:
@@ -159,8 +167,9 @@ def targets(engine: list[EngineTiming], runs: list[PerfRun]) -> str:
         if r.concurrency == 8:
             share = r.throughput / b8
             verdict = "meets" if share >= THROUGHPUT_TARGET else "misses"
+            also = f"; {100 * r.throughput / streamed:.0f}% of the engine's B=8 in streams" if streamed else ""
             lines.append(f"{path_name(r)}/{r.transport}: throughput at concurrency 8 = {100 * share:.0f}% of the "
-                         f"engine's B=8 ({verdict} >= {100 * THROUGHPUT_TARGET:.0f}%)")
+                         f"engine's B=8 ({verdict} >= {100 * THROUGHPUT_TARGET:.0f}%){also}")
     return "\n".join(lines)
 
 

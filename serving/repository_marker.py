@@ -36,8 +36,12 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
+BYTECODE_CACHE = "__pycache__"  # the server's Python writes it beside model.py: derived from our file, not data
+
+
 def files_under(root: Path, folders: Iterable[str]) -> dict[str, Path]:
-    """Every entry (files, links, empty folders) under ``root/<folder>``, keyed by its path relative to ``root``."""
+    """Every entry (files, links, empty folders) under ``root/<folder>``, keyed by its path relative to ``root``;
+    Python's bytecode caches aside (a server that loaded the repository leaves them; they are rebuilt at will)."""
     found = {}
     for name in folders:
         top = root / name
@@ -45,6 +49,8 @@ def files_under(root: Path, folders: Iterable[str]) -> dict[str, Path]:
             continue
         entries = [top] if top.is_symlink() or not top.is_dir() else [p for p in top.rglob("*")]
         for path in entries:
+            if BYTECODE_CACHE in path.relative_to(root).parts:
+                continue
             if path.is_dir() and not path.is_symlink() and any(path.iterdir()):
                 continue  # a folder is accounted for by what it holds
             found[path.relative_to(root).as_posix()] = path

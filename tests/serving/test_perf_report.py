@@ -72,13 +72,15 @@ def test_missing_summary_is_an_error():
 
 def test_targets_compare_with_the_faster_engine_figure():
     engine = [EngineTiming("raw", 1, 10.0, 11.0, 20), EngineTiming("raw", 1, 12.0, 13.0, 20),
-              EngineTiming("raw", 8, 80.0, 90.0, 20), EngineTiming("end_to_end", 1, 9.0, 9.5, 20)]
+              EngineTiming("raw", 8, 80.0, 90.0, 20), EngineTiming("end_to_end", 1, 9.0, 9.5, 20),
+              EngineTiming("end_to_end", 8, 70.0, 75.0, 20, streams=2)]
     runs = [PerfRun("coreba", "shm", 1, 80.0, 11.5, 12.0, 13.0, 11.6), PerfRun("coreba", "socket", 8, 92.0, 80, 90,
                                                                                99, 85)]
     text = targets(engine, runs)
     assert "B=1 median 10.00 ms, B=8 100.0 queries/s" in text  # raw graph only, the faster of the two
     assert "new/shm: p50 at concurrency 1 = 1.15 x" in text and "(meets <= 1.2)" in text
     assert "new/socket: throughput at concurrency 8 = 92%" in text and "(meets >= 90%)" in text
+    assert "80% of the engine's B=8 in streams" in text  # 92 / (8 / 0.070): shown beside, not the verdict
 
 
 def test_requests_and_engine_block(served_model, tmp_path):

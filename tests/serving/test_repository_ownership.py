@@ -44,6 +44,17 @@ def test_files_it_did_not_write_are_never_replaced_without_force(served_model, t
     assert _tree(out) == before
 
 
+def test_the_servers_bytecode_cache_is_not_a_users_file(served_model, tmp_path):
+    """A server that loaded the repository leaves ``__pycache__`` beside model.py: a rebuild replaces it freely."""
+    out = tmp_path / "repo"
+    build_repository(served_model.onnx_path, out)
+    cache = out / SERVED / "1" / "__pycache__" / "model.cpython-311.pyc"
+    cache.parent.mkdir()
+    cache.write_bytes(b"bytecode stand-in")
+    build_repository(served_model.onnx_path, out)
+    assert not cache.exists()
+
+
 def test_a_stale_model_it_wrote_is_removed(served_model, tmp_path):
     out = tmp_path / "repo"
     plan = tmp_path / "coreba.plan"
