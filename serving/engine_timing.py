@@ -3,8 +3,7 @@ requests perf_analyzer sends and the threads the served model uses, so that a se
 multiple of what the engine alone needs on the same machine at the same time.
 
 B=1: the median latency of one query (the requests in turn). B=8 (the batch the server builds under load):
-all 8 requests in one call; throughput = 8 / its median. With ``streams`` > 1, the B=8 call is split across
-that many one-thread sessions (:mod:`serving.streams`), as the served model does.
+all 8 requests in one call; throughput = 8 / its median.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from coreba.engines.onnxruntime_engine import OnnxRuntimeEngine
-from serving.streams import StreamedSessions
 
 
 @dataclass
@@ -26,7 +24,6 @@ class EngineTiming:
     median_ms: float
     p90_ms: float
     runs: int
-    streams: int = 1
 
     @property
     def queries_per_s(self) -> float:
@@ -42,18 +39,16 @@ def _batches(requests: list[dict[str, np.ndarray]], batch: int, names: list[str]
 
 
 def time_engine(onnx_path: Path, graph: str, requests: list[dict[str, np.ndarray]], batch: int, threads: int,
-                budget_s: float = 3.0, min_runs: int = 15, warmup: int = 3, streams: int = 1) -> EngineTiming:
-    """Median and p90 of one engine call over batches of ``batch`` requests: warm-up runs, then as many timed runs
+                budget_s: float = 3.0, min_runs: int = 15, warmup: int = 3) -> EngineTiming:
+    """Median and p90 of ``session.run`` over batches of ``batch`` requests: warm-up runs, then as many timed runs
     as fit ``budget_s`` (at least ``min_runs``)."""
     engine = OnnxRuntimeEngine(onnx_path, provider="cpu", graph_optimization="all", threads=threads)
-    names = engine.output_names
-    run = StreamedSessions(onnx_path, streams, whole=engine).run if streams > 1 else engine.session.run
     feeds = _batches(requests, batch, engine.input_names)
     for i in range(warmup):
-        run(names, feeds[i % len(feeds)])
+        engine.session.run(None, feeds[i % len(feeds)])
     times, deadline = [], time.perf_counter() + budget_s
     while len(times) < min_runs or time.perf_counter() < deadline:
         start = time.perf_counter()
-        run(names, feeds[len(times) % len(feeds)])
+        engine.session.run(None, feeds[len(times) % len(feeds)])
         times.append((time.perf_counter() - start) * 1000.0)
-    return EngineTiming(graph, batch, float(np.median(times)), float(np.percentile(times, 90)), len(times), streams)
+    return EngineTiming(graph, batch, float(np.median(times)), float(np.percentile(times, 90)), len(times))

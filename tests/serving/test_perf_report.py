@@ -71,16 +71,32 @@ def test_missing_summary_is_an_error():
 
 
 def test_targets_compare_with_the_faster_engine_figure():
-    engine = [EngineTiming("raw", 1, 10.0, 11.0, 20), EngineTiming("raw", 1, 12.0, 13.0, 20),
-              EngineTiming("raw", 8, 80.0, 90.0, 20), EngineTiming("end_to_end", 1, 9.0, 9.5, 20),
-              EngineTiming("end_to_end", 8, 70.0, 75.0, 20, streams=2)]
+    before = [EngineTiming("raw", 1, 10.0, 11.0, 20), EngineTiming("raw", 8, 80.0, 90.0, 20),
+              EngineTiming("end_to_end", 1, 9.0, 9.5, 20)]
+    after = [EngineTiming("raw", 1, 12.0, 13.0, 20), EngineTiming("raw", 8, 90.0, 95.0, 20),
+             EngineTiming("end_to_end", 1, 9.5, 9.9, 20)]
     runs = [PerfRun("coreba", "shm", 1, 80.0, 11.5, 12.0, 13.0, 11.6), PerfRun("coreba", "socket", 8, 92.0, 80, 90,
                                                                                99, 85)]
-    text = targets(engine, runs)
-    assert "B=1 median 10.00 ms, B=8 100.0 queries/s" in text  # raw graph only, the faster of the two
+    text = targets([before, after], [runs])
+    assert "B=1 median 10.00 ms, B=8 100.0 queries/s" in text  # raw graph only, the faster of the two blocks
     assert "new/shm: p50 at concurrency 1 = 1.15 x" in text and "(meets <= 1.2)" in text
     assert "new/socket: throughput at concurrency 8 = 92%" in text and "(meets >= 90%)" in text
-    assert "80% of the engine's B=8 in streams" in text  # 92 / (8 / 0.070): shown beside, not the verdict
+    assert "rounds:" not in text
+
+
+def test_rounds_hold_each_run_against_the_blocks_around_it_and_judge_the_median():
+    """Three rounds; the engine drifts from 100 to 50 queries/s. Round 2 alone would miss, round 1 would miss
+    against a global best; each against its neighbours: 95%, 80%, 100% -> median 95% meets."""
+    def block(b1_ms: float, b8_ms: float) -> list[EngineTiming]:
+        return [EngineTiming("raw", 1, b1_ms, b1_ms, 20), EngineTiming("raw", 8, b8_ms, b8_ms, 20)]
+
+    blocks = [block(10, 80), block(12, 100), block(20, 160), block(20, 160)]  # B=8: 100, 80, 50, 50 q/s
+    rounds = [[PerfRun("coreba", "socket", 8, q, 1, 1, 1, 1), PerfRun("coreba", "socket", 1, 1, p50, 1, 1, 1)]
+              for q, p50 in ((95.0, 14.0), (64.0, 13.0), (50.0, 30.0))]
+    text = targets(blocks, rounds)
+    assert "round 2: engine (raw graph): B=1 median 12.00 ms, B=8 80.0 queries/s" in text
+    assert "throughput at concurrency 8 = 95% of the engine's B=8 (rounds: 95%, 80%, 100%) (meets >= 90%)" in text
+    assert "p50 at concurrency 1 = 1.40 x the engine's B=1 median (rounds: 1.40x, 1.08x, 1.50x) (misses" in text
 
 
 def test_requests_and_engine_block(served_model, tmp_path):

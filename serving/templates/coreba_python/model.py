@@ -5,17 +5,14 @@ One step per batch, no second model: the graph holds the post-processing, so the
 
 * ``initialize`` parses the model config (parameters): ``engine`` (onnxruntime, the default, or openvino),
   ``precision`` (fp32; bf16 for openvino; int8 for a model from export/quantize.py), ``model_filename``,
-  ``graph_optimization`` (ONNX Runtime), ``intra_op_threads`` (0: the CPU cores shared out among the model's
-  instances) and ``streams`` (ONNX Runtime on CPU: 0 = as many as the instance's threads, 1 = off; a batch of
-  several requests is split across that many one-thread sessions, :mod:`serving.streams`). ONNX Runtime's
-  provider follows the instance kind (KIND_GPU -> CUDA on ``model_instance_device_id``).
+  ``graph_optimization`` (ONNX Runtime) and ``intra_op_threads`` (0: the CPU cores shared out among the model's
+  instances). ONNX Runtime's provider follows the instance kind (KIND_GPU -> CUDA on ``model_instance_device_id``).
   It creates the ONE engine and checks the model file against the config: an end-to-end graph, its K and
   feature dims those of config.pbtxt (a mismatch fails the load, by name).
 * ``execute`` reads each request's inputs as numpy views of the request's memory (DLPack, no copy, no torch),
   checks their values (:func:`serving.request_checks.check_request`; a bad request gets an error response naming
   the problem, the others go on), runs the engine ONCE on the valid requests (concatenated only when there
-  are several; split across the streams, if any), and returns each request its rows of the outputs (ONNX Runtime
-  on one session: again without a copy).
+  are several), and returns each request its rows of the outputs (ONNX Runtime: again without a copy).
 """
 
 from __future__ import annotations
@@ -41,7 +38,6 @@ from serving.backend_io import (
 )
 from serving.request_checks import check_request
 from serving.spec import ANSWER_OUTPUTS, DURATION, ONNX_FILENAME, SERVED_INPUTS
-from serving.streams import StreamedSessions
 
 
 class TritonPythonModel:
@@ -63,12 +59,6 @@ class TritonPythonModel:
             self.engine = load_engine(engine, path, device="cuda" if gpu else "cpu", **options)
         except (ValueError, OSError, RuntimeError) as err:  # e.g. bf16 on a CPU without it: say so at load
             raise pb_utils.TritonModelException(f"{self.name}: cannot load {engine} on {path}: {err}") from None
-        self.streams = None
-        if engine == "onnxruntime" and not gpu:
-            count = int(params.get("streams", "0")) or threads
-            if count > 1:
-                self.streams = StreamedSessions(path, count, params.get("graph_optimization", "all"),
-                                                options["precision"], whole=self.engine)
         self.run_answer = self._answer_runner()
         self._check_graph(path)
         self.profiler = ExecuteProfiler(self.name)
@@ -77,8 +67,6 @@ class TritonPythonModel:
     def _answer_runner(self) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
         """The engine's call, answer arrays in ``ANSWER_OUTPUTS`` order. ONNX Runtime's session is called directly:
         its outputs are handed to Triton without the engine wrapper's dtype pass."""
-        if self.streams is not None:
-            return lambda batch: self.streams.run(list(ANSWER_OUTPUTS), batch)
         session = getattr(self.engine, "session", None)
         if session is not None:
             return lambda batch: session.run(list(ANSWER_OUTPUTS), batch)
@@ -152,6 +140,4 @@ class TritonPythonModel:
             start = stop
 
     def finalize(self) -> None:
-        if self.streams is not None:
-            self.streams.close()
         self.profiler.finalize()
