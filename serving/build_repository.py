@@ -124,7 +124,8 @@ def build_repository(onnx_path: str | Path, output: str | Path, plan_path: str |
                      tensorrt: TensorRTAcceleration | None = None, instances: int = 1,
                      graph_optimization: str = "all", intra_op_threads: int = 0,
                      baseline_onnx: str | Path | None = None, force: bool = False, python_engine: str = "onnxruntime",
-                     precision: str = "fp32", python_model: str | Path | None = None) -> dict[str, Path]:
+                     precision: str = "fp32", python_model: str | Path | None = None,
+                     cpu_streams: int = 0) -> dict[str, Path]:
     """Write the repository and return ``{model name: model folder}``. ``onnx_path`` is the END-TO-END graph
     (``export/to_onnx.py --end-to-end``); ``baseline_onnx``, the RAW graph of the same model, adds the two-step
     path of before (:mod:`serving.baseline`) for the load test. ``coreba`` runs ``python_engine`` at
@@ -157,7 +158,8 @@ def build_repository(onnx_path: str | Path, output: str | Path, plan_path: str |
     with staging_directory(output) as stage:
         written = {
             SERVED: _write_model(stage, configs.python_config(cfg, batching, top_k, python_kind, instances,
-                                                              graph_optimization, intra_op_threads, engine_choice),
+                                                              graph_optimization, intra_op_threads, engine_choice,
+                                                              cpu_streams),
                                  {"model.py": PYTHON_MODEL, **python_files}, cfg),
             ENGINE_MODELS["onnx"]: _write_model(stage, configs.onnx_config(cfg, batching, top_k, onnx_kind, instances,
                                                                            tensorrt),
@@ -214,6 +216,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="ONNX Runtime graph optimization level of coreba")
     opt.add_argument("--intra-op-threads", type=int, default=0,
                      help="engine threads per instance of coreba (0 = the CPU cores divided among instances)")
+    opt.add_argument("--cpu-streams", type=int, default=0,
+                     help="ONNX Runtime on CPU: one-thread sessions running batches side by side in each instance, "
+                          "while a lone query on a quiet server uses every thread (0 = one per engine thread, "
+                          "1 = off: every batch on one multi-thread session, answered before the next)")
     opt.add_argument("--python-engine", choices=PYTHON_ENGINES, default="onnxruntime",
                      help="the engine coreba runs (written into its config parameters)")
     opt.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
@@ -242,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                                    python_kind="gpu" if args.python_gpu else "cpu", tensorrt=tensorrt,
                                    instances=args.instances, graph_optimization=args.graph_optimization,
                                    intra_op_threads=args.intra_op_threads, baseline_onnx=args.baseline,
+                                   cpu_streams=args.cpu_streams,
                                    force=args.force, python_engine=args.python_engine, precision=args.precision,
                                    python_model=args.python_model)
     except (ValueError, OSError) as err:  # every error here is one line naming the file or the option

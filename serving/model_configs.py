@@ -184,17 +184,20 @@ class PythonEngine:
 
 def python_config(cfg: CorebaConfig, batching: Batching, top_k: int, kind: str = "cpu", instances: int = 1,
                   graph_optimization: str = "all", intra_op_threads: int = 0,
-                  engine: PythonEngine | None = None) -> mc.ModelConfig:
+                  engine: PythonEngine | None = None, cpu_streams: int = 0) -> mc.ModelConfig:
     """``coreba``: the Python backend running the end-to-end graph on ``engine`` (default ONNX Runtime fp32, CPU or
     CUDA provider from the instance kind; OpenVINO runs on CPU instances). ``intra_op_threads`` 0: the model
-    divides the CPU cores among its instances."""
+    divides the CPU cores among its instances. ``cpu_streams`` (ONNX Runtime on CPU instances,
+    :mod:`serving.cpu_streams`): one-thread sessions that run batches side by side, 0 = one per thread, 1 = off."""
+    if cpu_streams < 0 or intra_op_threads < 0:
+        raise ValueError(f"cpu_streams and intra_op_threads must be >= 0, got {cpu_streams} and {intra_op_threads}")
     engine = engine or PythonEngine()
     if engine.engine == "openvino" and kind != "cpu":
         raise ValueError("the openvino engine runs on CPU instances (kind='cpu')")
     config = _served("python", cfg, batching, kind, instances, top_k, backend="python")
     _parameters(config, {"engine": engine.engine, "precision": engine.precision,
                          "model_filename": engine.model_filename, "graph_optimization": graph_optimization,
-                         "intra_op_threads": str(intra_op_threads)})
+                         "intra_op_threads": str(intra_op_threads), "cpu_streams": str(cpu_streams)})
     return config
 
 

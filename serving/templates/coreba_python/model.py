@@ -5,14 +5,17 @@ One step per batch, no second model: the graph holds the post-processing, so the
 
 * ``initialize`` parses the model config (parameters): ``engine`` (onnxruntime, the default, or openvino),
   ``precision`` (fp32; bf16 for openvino; int8 for a model from export/quantize.py), ``model_filename``,
-  ``graph_optimization`` (ONNX Runtime) and ``intra_op_threads`` (0: the CPU cores shared out among the model's
-  instances). ONNX Runtime's provider follows the instance kind (KIND_GPU -> CUDA on ``model_instance_device_id``).
+  ``graph_optimization`` (ONNX Runtime), ``intra_op_threads`` (0: the CPU cores shared out among the model's
+  instances) and ``cpu_streams`` (ONNX Runtime on CPU: 0 = one per thread, 1 = off; :mod:`serving.cpu_streams`).
+  ONNX Runtime's provider follows the instance kind (KIND_GPU -> CUDA on ``model_instance_device_id``).
   It creates the ONE engine and checks the model file against the config: an end-to-end graph, its K and
   feature dims those of config.pbtxt (a mismatch fails the load, by name).
 * ``execute`` reads each request's inputs as numpy views of the request's memory (DLPack, no copy, no torch),
   checks their values (:func:`serving.request_checks.check_request`; a bad request gets an error response naming
   the problem, the others go on), runs the engine ONCE on the valid requests (concatenated only when there
-  are several), and returns each request its rows of the outputs (ONNX Runtime: again without a copy).
+  are several), and gives each request its rows of the outputs (ONNX Runtime: again without a copy). With CPU
+  streams it hands the batch to a stream and returns None at once; each request's response sender then sends
+  its one final response (a bad request's at once), and the instance takes the next batch meanwhile.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from serving.backend_io import (
     output_tensor,
     string_parameters,
 )
+from serving.cpu_streams import CpuStreams
 from serving.request_checks import check_request
 from serving.spec import ANSWER_OUTPUTS, DURATION, ONNX_FILENAME, SERVED_INPUTS
 
@@ -59,6 +63,11 @@ class TritonPythonModel:
             self.engine = load_engine(engine, path, device="cuda" if gpu else "cpu", **options)
         except (ValueError, OSError, RuntimeError) as err:  # e.g. bf16 on a CPU without it: say so at load
             raise pb_utils.TritonModelException(f"{self.name}: cannot load {engine} on {path}: {err}") from None
+        self.streams = None
+        streams = int(params.get("cpu_streams", "0")) or threads
+        if engine == "onnxruntime" and not gpu and streams > 1:
+            self.streams = CpuStreams(path, streams, self.engine, list(ANSWER_OUTPUTS),
+                                      params.get("graph_optimization", "all"), options["precision"])
         self.run_answer = self._answer_runner()
         self._check_graph(path)
         self.profiler = ExecuteProfiler(self.name)
@@ -108,36 +117,82 @@ class TritonPythonModel:
         arrays[DURATION] = arrays[DURATION].reshape(-1)  # (B, 1) as clients send it -> the graph's (B,)
         return arrays
 
-    def execute(self, requests: list) -> list:
+    def execute(self, requests: list) -> list | None:
+        if self.streams is not None:
+            self._execute_in_streams(requests)
+            return None  # every request is answered through its response sender
         responses: list = [None] * len(requests)
-        valid: list[tuple[int, dict[str, np.ndarray]]] = []
-        for index, request in enumerate(requests):
+        members, failures = self._read_all(requests)
+        for index, response in failures:
+            responses[index] = response
+        if members:
             try:
-                valid.append((index, self._read(request)))
-            except InputError as err:
-                responses[index] = error_response(f"{self.name}: invalid input: {err}")
-        if valid:
-            self._run_batch(valid, responses)
+                batch = self._batch(members)
+                outputs = self.run_answer(batch)
+            except Exception as err:  # an engine failure must reach the clients, not crash the model
+                outputs = err
+            for index, response in self._answers(members, outputs):
+                responses[index] = response
         return responses
 
-    def _run_batch(self, members: list[tuple[int, dict[str, np.ndarray]]], responses: list) -> None:
-        """One engine run for the valid requests (all of one shape: config.pbtxt fixes the lengths); each gets
-        its rows of the answer, or the failure."""
-        try:
-            batch = members[0][1] if len(members) == 1 else {
-                name: np.concatenate([arrays[name] for _, arrays in members]) for name in SERVED_INPUTS}
-            outputs = self.run_answer(batch)
-        except Exception as err:  # an engine failure must reach the clients, not crash the model
-            pb_utils.Logger.log_error(f"{self.name}: {self.engine.name} failed on a batch of {len(members)}: {err!r}")
-            for index, _ in members:
-                responses[index] = error_response(f"{self.name}: inference failed: {err}", invalid_input=False)
+    def _execute_in_streams(self, requests: list) -> None:
+        """Hands the batch to :class:`serving.cpu_streams.CpuStreams` and returns: each request gets its one final
+        response from its sender, now (a bad request) or when its batch is computed."""
+        senders = [request.get_response_sender() for request in requests]
+
+        def send(answers: list[tuple[int, object]]) -> None:
+            for index, response in answers:
+                try:
+                    senders[index].send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                except Exception as err:  # e.g. the client went away: nothing to answer, the model goes on
+                    pb_utils.Logger.log_error(f"{self.name}: could not send a response: {err!r}")
+
+        members, failures = self._read_all(requests)
+        send(failures)
+        if not members:
             return
-        start = 0
+        try:
+            batch = self._batch(members)
+        except Exception as err:
+            send(self._answers(members, err))
+            return
+        self.streams.submit(batch, lambda outputs, error: send(self._answers(members, error or outputs)),
+                            owned=len(members) > 1)  # a concatenation is a copy already
+
+    def _read_all(self, requests: list) -> tuple[list[tuple[int, dict[str, np.ndarray]]], list[tuple[int, object]]]:
+        """(index, inputs) of the valid requests; (index, error response) of the others."""
+        members, failures = [], []
+        for index, request in enumerate(requests):
+            try:
+                members.append((index, self._read(request)))
+            except InputError as err:
+                failures.append((index, error_response(f"{self.name}: invalid input: {err}")))
+        return members, failures
+
+    @staticmethod
+    def _batch(members: list[tuple[int, dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
+        """The valid requests as one batch (all of one shape: config.pbtxt fixes the lengths)."""
+        if len(members) == 1:
+            return members[0][1]
+        return {name: np.concatenate([arrays[name] for _, arrays in members]) for name in SERVED_INPUTS}
+
+    def _answers(self, members: list[tuple[int, dict[str, np.ndarray]]],
+                 outputs: list[np.ndarray] | BaseException) -> list[tuple[int, object]]:
+        """Each member's response: its rows of the outputs, or the engine's failure."""
+        if isinstance(outputs, BaseException):
+            pb_utils.Logger.log_error(f"{self.name}: {self.engine.name} failed on a batch of {len(members)}: "
+                                      f"{outputs!r}")
+            return [(index, error_response(f"{self.name}: inference failed: {outputs}", invalid_input=False))
+                    for index, _ in members]
+        answers, start = [], 0
         for index, arrays in members:
             stop = start + arrays[DURATION].shape[0]
             tensors = [output_tensor(name, output[start:stop]) for name, output in zip(ANSWER_OUTPUTS, outputs)]
-            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            answers.append((index, pb_utils.InferenceResponse(output_tensors=tensors)))
             start = stop
+        return answers
 
     def finalize(self) -> None:
+        if self.streams is not None:
+            self.streams.close()  # every batch handed over is answered before the model goes
         self.profiler.finalize()
