@@ -1,31 +1,35 @@
 """CPU streams for ONE served instance: batches run side by side on one-thread ONNX Runtime sessions while the
-instance takes the next batch, and a lone query on a quiet server runs on every core.
+instance takes the next requests, and a lone query on a quiet server runs on every core.
 
 Why (measured on the 2-core machine, docs/serving.md): one instance running ONNX Runtime on both cores
 computes, then hands the answers back, then takes the next batch; under load the client and the server's front
 end parse the next requests on the same cores meanwhile, and the instance settles into alternating batches of
-half the clients. Two instances with one thread each overlap all of that and reach ~95% of the engine's B=8
-throughput at concurrency 8, but then a lone query runs on one core (1.6-1.9x the engine's B=1 latency). One
-instance with streams gets both: Triton's Python backend (2.51) lets a non-decoupled model return from
-``execute`` before it answers (each request's response sender sends the one final response later), so the
-instance is free for the next batch while a stream computes.
+half the clients. Two instances with one thread each overlap all of that and pass the engine's B=8 throughput
+at concurrency 8, but then a lone query runs on one core (1.4-1.9x the engine's B=1 latency). One instance
+with streams gets both: Triton's Python backend (2.51) lets a non-decoupled model return from ``execute``
+before it answers (each request's response sender sends the one final response later), so the instance is free
+to take requests while the streams compute.
 
-Policy, all decided on the instance's ``execute`` thread (the only one that starts work):
+Policy (``submit`` runs on the instance's ``execute`` thread; each stream is a thread with its own session):
 
-* nothing running and a batch of one query -> the ``whole`` session (every thread), inline: latency first;
-* otherwise -> the next free one-thread stream, on its own thread; ``submit`` returns at once;
-* every stream busy -> ``submit`` waits for one. Meanwhile requests gather in Triton's queue, so the next
-  batch is larger: backpressure keeps the batching that a free instance would otherwise lose.
+* nothing running or waiting and a batch of one query -> the ``whole`` session (every thread), inline:
+  a quiet server answers at the engine's best latency;
+* otherwise the batch waits in a queue, and the next free stream takes everything waiting (up to
+  ``max_rows`` queries) as ONE batch: requests that arrived one by one while the streams were busy are
+  batched here, as Triton's dynamic batcher would have batched them for a busy instance;
+* at ``max_rows`` queries waiting, ``submit`` blocks (backpressure: requests wait in Triton's queue instead).
 
-The whole session never runs beside a stream (no more threads than cores). A stream's session reads only memory
-the caller owns (``submit`` copies views of request memory): the requests' buffers may go once execute returns.
+The whole session never runs beside a stream (no more threads than cores, apart from ONNX Runtime's short spin
+after a run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,63 +40,112 @@ Outputs = list[np.ndarray]
 Done = Callable[[Outputs | None, BaseException | None], None]
 
 
-class CpuStreams:
-    """``submit(batch, done)``: run the answer graph on ``batch`` and call ``done(outputs, None)`` or
-    ``done(None, error)`` exactly once, inline or on a stream's thread."""
+@dataclass
+class _Work:
+    batch: dict[str, np.ndarray]
+    rows: int
+    done: Done
 
-    def __init__(self, path: str | Path, streams: int, whole: OnnxRuntimeEngine, output_names: list[str],
-                 graph_optimization: str = "all", precision: str = "fp32") -> None:
+
+class CpuStreams:
+    """``submit(batch, done)``: run the answer graph on ``batch`` and call ``done(outputs, None)`` (the batch's
+    rows of each output) or ``done(None, error)`` exactly once, inline or on a stream's thread."""
+
+    def __init__(self, whole, sessions: list, output_names: list[str], max_rows: int) -> None:
+        """``whole``: the session for a lone query (every thread); ``sessions``: one per stream (one thread each);
+        ONNX Runtime ``InferenceSession``s or anything with their ``run(output_names, feeds)``."""
+        if not sessions or max_rows < 1:
+            raise ValueError(f"need >= 1 stream session and max_rows >= 1, got {len(sessions)} and {max_rows}")
+        self.whole, self.output_names, self.max_rows = whole, list(output_names), max_rows
+        self.waiting: deque[_Work] = deque()
+        self.waiting_rows = self.running = 0
+        self.closing = False
+        self.changed = threading.Condition()
+        self.threads = [threading.Thread(target=self._stream, args=(session,), name=f"coreba-stream-{number}",
+                                         daemon=True) for number, session in enumerate(sessions)]
+        for thread in self.threads:
+            thread.start()
+
+    @classmethod
+    def load(cls, path: str | Path, streams: int, whole: OnnxRuntimeEngine, output_names: list[str], max_rows: int,
+             graph_optimization: str = "all", precision: str = "fp32") -> CpuStreams:
+        """``streams`` one-thread ONNX Runtime sessions on ``path`` beside the loaded ``whole`` engine."""
         if streams < 1:
             raise ValueError(f"streams must be >= 1, got {streams}")
-        self.whole, self.output_names = whole, list(output_names)
-        self.idle = [OnnxRuntimeEngine(path, threads=1, graph_optimization=graph_optimization,
-                                       precision=precision).session for _ in range(streams)]
-        self.streams = streams
-        self.changed = threading.Condition()
-        self.pool = ThreadPoolExecutor(streams, thread_name_prefix="coreba-stream")
+        sessions = [OnnxRuntimeEngine(path, threads=1, graph_optimization=graph_optimization,
+                                      precision=precision).session for _ in range(streams)]
+        return cls(whole.session, sessions, output_names, max_rows)
 
-    @property
-    def running(self) -> int:
-        return self.streams - len(self.idle)
-
-    def submit(self, batch: dict[str, np.ndarray], done: Done, owned: bool = False) -> None:
-        """``owned``: the arrays belong to the caller (not views of request memory), no copy needed."""
+    def submit(self, batch: dict[str, np.ndarray], done: Done) -> None:
+        """``batch``: arrays the caller owns and no longer changes (not views of a request's memory, which may
+        go once execute returns)."""
         rows = len(next(iter(batch.values())))
         with self.changed:
-            quiet = self.running == 0
+            if self.closing:
+                raise RuntimeError("the model is being unloaded")
+            quiet = self.running == 0 and not self.waiting
         if quiet and rows == 1:
-            self._run(self.whole.session, batch, done)
+            _call(self.whole, self.output_names, batch, [_Work(batch, rows, done)])
             return
-        if not owned:
-            batch = {name: np.array(array, copy=True) for name, array in batch.items()}
         with self.changed:
-            self.changed.wait_for(lambda: self.idle)
-            session = self.idle.pop()
-        self.pool.submit(self._run_on_stream, session, batch, done)
+            self.changed.wait_for(lambda: self.waiting_rows < self.max_rows)
+            self.waiting.append(_Work(batch, rows, done))
+            self.waiting_rows += rows
+            self.changed.notify_all()
 
-    def _run(self, session, batch: dict[str, np.ndarray], done: Done) -> None:
-        try:
-            outputs = session.run(self.output_names, batch)
-        except Exception as err:  # the requests get the error; the instance goes on
-            done(None, err)
-            return
-        done(outputs, None)
-
-    def _run_on_stream(self, session, batch: dict[str, np.ndarray], done: Done) -> None:
-        try:
-            outputs, error = session.run(self.output_names, batch), None
-        except Exception as err:
-            outputs, error = None, err
-        finally:
-            with self.changed:  # free the stream before answering: the next batch computes meanwhile
-                self.idle.append(session)
-                self.changed.notify_all()
-        done(outputs, error)
-
-    def drain(self, timeout_s: float | None = None) -> bool:
-        """Wait until no stream is running (True), or ``timeout_s`` passed (False)."""
+    def _take(self) -> list[_Work] | None:
+        """Everything waiting, up to ``max_rows`` queries (at least one batch); None when closed and drained."""
         with self.changed:
-            return self.changed.wait_for(lambda: self.running == 0, timeout_s)
+            self.changed.wait_for(lambda: self.waiting or self.closing)
+            if not self.waiting:
+                return None
+            taken = [self.waiting.popleft()]
+            while self.waiting and sum(w.rows for w in taken) + self.waiting[0].rows <= self.max_rows:
+                taken.append(self.waiting.popleft())
+            self.waiting_rows -= sum(w.rows for w in taken)
+            self.running += 1
+            self.changed.notify_all()
+            return taken
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
+    def _stream(self, session) -> None:
+        while (taken := self._take()) is not None:
+            batch = taken[0].batch if len(taken) == 1 else {
+                name: np.concatenate([w.batch[name] for w in taken]) for name in taken[0].batch}
+            with contextlib.suppress(Exception):  # nothing may end a stream (_call answers every work itself)
+                _call(session, self.output_names, batch, taken, on_computed=self._computed)
+
+    def _computed(self) -> None:
+        with self.changed:  # free the stream's slot before answering: the next batch may start meanwhile
+            self.running -= 1
+            self.changed.notify_all()
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Answer everything handed over, then stop the streams."""
+        with self.changed:
+            self.closing = True
+            self.changed.notify_all()
+        for thread in self.threads:
+            thread.join(timeout_s)
+
+
+def _call(session, output_names: list[str], batch: dict[str, np.ndarray], works: list[_Work],
+          on_computed: Callable[[], None] | None = None) -> None:
+    """Run ``batch`` (the works' batches in order) and give each work its rows, or the error."""
+    try:
+        outputs, error = session.run(output_names, batch), None
+    except Exception as err:  # the requests get the error; the instance goes on
+        outputs, error = None, err
+    finally:
+        if on_computed is not None:
+            on_computed()
+    start = 0
+    for work in works:
+        try:
+            if outputs is None:
+                work.done(None, error)
+            else:
+                work.done([output[start:start + work.rows] for output in outputs], None)
+        except Exception as err:  # answering failed: one more try with the error, so no request is left hanging
+            with contextlib.suppress(Exception):
+                work.done(None, err)
+        start += work.rows

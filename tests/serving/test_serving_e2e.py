@@ -127,3 +127,35 @@ def test_client_cli(server, make_query, reference, same_answer, tmp_path, capsys
     assert main(["--video", str(tmp_path / "missing.npz"), "--text", str(tmp_path / "query.npz"),
                  "--duration", "10", "--url", server.http_url]) == 1
     assert "missing.npz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cpu_streams", [1, 2])
+def test_with_and_without_cpu_streams_under_load(served_model, cpu_streams, make_query, reference, same_answer,
+                                                 tmp_path):
+    """``cpu_streams`` 1: each batch computed and answered inside execute; 2 (the default on 2 cores, set here
+    whatever the machine): execute hands batches to two one-thread streams and the response senders answer.
+    Concurrent queries of mixed lengths, with a bad one among them, are all answered right, the bad one by name."""
+    from serving.build_repository import build_repository
+
+    repo = tmp_path / "model_repository"
+    build_repository(served_model.onnx_path, repo, cpu_streams=cpu_streams)
+    rng = np.random.default_rng(cpu_streams)
+    queries = [make_query(int(rng.integers(1, 31)), int(rng.integers(1, 13)), 300 + i) for i in range(16)]
+    bad = make_query(20, 6, 999)
+    bad.video[3, 5] = np.nan
+
+    async def ask_all(url: str):
+        client = await AsyncCorebaClient.connect(url, "grpc")
+        try:
+            return await asyncio.gather(*(client.query(q.video, q.text, q.duration) for q in [*queries, bad]),
+                                        return_exceptions=True)
+        finally:
+            await client.close()
+
+    with TritonServer(repo, startup_timeout_s=180) as server:
+        answers = asyncio.run(asyncio.wait_for(ask_all(server.grpc_url), timeout=120))
+        with CorebaClient(server.grpc_url, "grpc") as client:  # and the server still answers after
+            same_answer(client.query(queries[0].video, queries[0].text, queries[0].duration), reference(queries[0]))
+    for query, got in zip(queries, answers):
+        same_answer(got, reference(query))
+    assert isinstance(answers[-1], Exception) and "NaN" in str(answers[-1])

@@ -10,12 +10,12 @@ One step per batch, no second model: the graph holds the post-processing, so the
   ONNX Runtime's provider follows the instance kind (KIND_GPU -> CUDA on ``model_instance_device_id``).
   It creates the ONE engine and checks the model file against the config: an end-to-end graph, its K and
   feature dims those of config.pbtxt (a mismatch fails the load, by name).
-* ``execute`` reads each request's inputs as numpy views of the request's memory (DLPack, no copy, no torch),
-  checks their values (:func:`serving.request_checks.check_request`; a bad request gets an error response naming
-  the problem, the others go on), runs the engine ONCE on the valid requests (concatenated only when there
-  are several), and gives each request its rows of the outputs (ONNX Runtime: again without a copy). With CPU
-  streams it hands the batch to a stream and returns None at once; each request's response sender then sends
-  its one final response (a bad request's at once), and the instance takes the next batch meanwhile.
+* ``execute`` reads each request's inputs as numpy views of the request's memory (DLPack, no torch), checks
+  their values (:func:`serving.request_checks.check_request`; a bad request gets an error response naming the
+  problem, the others go on), copies the valid ones into one batch, runs the engine ONCE on it and gives each
+  request its rows of the outputs (ONNX Runtime: without a copy). With CPU streams it hands the batch over and
+  returns None at once; each request's response sender then sends its one final response (a bad request's at
+  once), and the instance takes the next requests meanwhile.
 """
 
 from __future__ import annotations
@@ -66,8 +66,10 @@ class TritonPythonModel:
         self.streams = None
         streams = int(params.get("cpu_streams", "0")) or threads
         if engine == "onnxruntime" and not gpu and streams > 1:
-            self.streams = CpuStreams(path, streams, self.engine, list(ANSWER_OUTPUTS),
-                                      params.get("graph_optimization", "all"), options["precision"])
+            self.streams = CpuStreams.load(path, streams, self.engine, list(ANSWER_OUTPUTS),
+                                      max_rows=int(self.model_config.get("max_batch_size", 0)) or 1,
+                                      graph_optimization=params.get("graph_optimization", "all"),
+                                      precision=options["precision"])
         self.run_answer = self._answer_runner()
         self._check_graph(path)
         self.profiler = ExecuteProfiler(self.name)
@@ -156,8 +158,7 @@ class TritonPythonModel:
         except Exception as err:
             send(self._answers(members, err))
             return
-        self.streams.submit(batch, lambda outputs, error: send(self._answers(members, error or outputs)),
-                            owned=len(members) > 1)  # a concatenation is a copy already
+        self.streams.submit(batch, lambda outputs, error: send(self._answers(members, error or outputs)))
 
     def _read_all(self, requests: list) -> tuple[list[tuple[int, dict[str, np.ndarray]]], list[tuple[int, object]]]:
         """(index, inputs) of the valid requests; (index, error response) of the others."""
@@ -171,9 +172,12 @@ class TritonPythonModel:
 
     @staticmethod
     def _batch(members: list[tuple[int, dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
-        """The valid requests as one batch (all of one shape: config.pbtxt fixes the lengths)."""
+        """The valid requests as one batch (all of one shape: config.pbtxt fixes the lengths), in memory of this
+        process: ONNX Runtime ran slower on views of the request's shared memory (a lone query over shared memory
+        took 1.2-1.4x the engine's B=1 median, 1.0x on a copy: docs/serving.md), and a stream may run the batch
+        after the request's buffers are gone."""
         if len(members) == 1:
-            return members[0][1]
+            return {name: np.array(array, copy=True) for name, array in members[0][1].items()}
         return {name: np.concatenate([arrays[name] for _, arrays in members]) for name in SERVED_INPUTS}
 
     def _answers(self, members: list[tuple[int, dict[str, np.ndarray]]],
