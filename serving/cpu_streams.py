@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,22 @@ class _Work:
     done: Done
 
 
+@dataclass
+class StreamStats:
+    """What the streams computed since load: Triton's statistics see only ``execute``, which hands batches over."""
+
+    inline_runs: int = 0  # lone queries on the whole session
+    batches: int = 0  # stream runs
+    rows: int = 0  # queries in them
+    compute_s: float = 0.0  # session.run time of the stream runs
+
+    def summary(self) -> str:
+        mean_rows = self.rows / self.batches if self.batches else 0.0
+        mean_ms = 1000.0 * self.compute_s / self.batches if self.batches else 0.0
+        return (f"cpu streams: {self.inline_runs} lone queries inline on every thread; {self.batches} stream batches "
+                f"of {self.rows} queries (mean {mean_rows:.2f} a batch, {mean_ms:.2f} ms of compute a batch)")
+
+
 class CpuStreams:
     """``submit(batch, done)``: run the answer graph on ``batch`` and call ``done(outputs, None)`` (the batch's
     rows of each output) or ``done(None, error)`` exactly once, inline or on a stream's thread."""
@@ -60,6 +77,7 @@ class CpuStreams:
         self.waiting: deque[_Work] = deque()
         self.waiting_rows = self.running = 0
         self.closing = False
+        self.stats = StreamStats()
         self.changed = threading.Condition()
         self.threads = [threading.Thread(target=self._stream, args=(session,), name=f"coreba-stream-{number}",
                                          daemon=True) for number, session in enumerate(sessions)]
@@ -85,6 +103,7 @@ class CpuStreams:
                 raise RuntimeError("the model is being unloaded")
             quiet = self.running == 0 and not self.waiting
         if quiet and rows == 1:
+            self.stats.inline_runs += 1
             _call(self.whole, self.output_names, batch, [_Work(batch, rows, done)])
             return
         with self.changed:
@@ -111,13 +130,18 @@ class CpuStreams:
         while (taken := self._take()) is not None:
             batch = taken[0].batch if len(taken) == 1 else {
                 name: np.concatenate([w.batch[name] for w in taken]) for name in taken[0].batch}
-            with contextlib.suppress(Exception):  # nothing may end a stream (_call answers every work itself)
-                _call(session, self.output_names, batch, taken, on_computed=self._computed)
+            start = time.perf_counter()
 
-    def _computed(self) -> None:
-        with self.changed:  # free the stream's slot before answering: the next batch may start meanwhile
-            self.running -= 1
-            self.changed.notify_all()
+            def computed(rows: int = sum(w.rows for w in taken), start: float = start) -> None:
+                with self.changed:  # free the stream's slot before answering: the next batch may start meanwhile
+                    self.running -= 1
+                    self.stats.batches += 1
+                    self.stats.rows += rows
+                    self.stats.compute_s += time.perf_counter() - start
+                    self.changed.notify_all()
+
+            with contextlib.suppress(Exception):  # nothing may end a stream (_call answers every work itself)
+                _call(session, self.output_names, batch, taken, on_computed=computed)
 
     def close(self, timeout_s: float = 60.0) -> None:
         """Answer everything handed over, then stop the streams."""

@@ -193,6 +193,12 @@ def _ratio_text(concurrency: int, value: float) -> str:
     return f"{value:.2f}x" if concurrency == 1 else f"{100 * value:.0f}%"
 
 
+def stream_summaries(log: str) -> list[str]:
+    """The served model's CPU-streams summaries (:class:`serving.cpu_streams.StreamStats`), which it logs when the
+    server unloads it: the batches the streams really ran."""
+    return [line[line.index("coreba"):] for line in log.splitlines() if "cpu streams:" in line and "coreba" in line]
+
+
 def profile_summary(folder: Path, top: int = 12) -> str:
     """The heaviest functions (cumulative time) of each model's execute() profile."""
     parts = []
@@ -264,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(measure_served(args, url, binary, env, input_data, runs))
             blocks.append(engine_block(args.repository, requests, threads, args.engine_budget))
 
+    streams_lines: list[str] = []
     if args.url:
         measure_rounds(args.url)
     else:
@@ -272,11 +279,15 @@ def main(argv: list[str] | None = None) -> int:
         models = tuple(dict.fromkeys(PATHS[p] for p, _ in runs))
         with TritonServer(args.repository, models=models, startup_timeout_s=300) as server:
             measure_rounds(server.grpc_url if args.protocol == "grpc" else server.http_url)
+        streams_lines = stream_summaries(server.last_log)
     load_after = load_average()
     results = [r for runs_of_round in rounds for r in runs_of_round]
     report = "\n\n".join(part for part in (
         f"load average (1, 5, 15 min) before: {load_before}, after: {load_after}",
         engine_table(blocks), served_table(rounds), step_table(results), targets(blocks, rounds)) if part)
+    if streams_lines:
+        report += ("\n\nCPU streams over the server's life (Triton's compute infer above covers only execute(), "
+                   "which hands batches to them):\n" + "\n".join(streams_lines))
     if args.profile_execute and not args.url:
         report += "\n\n## execute() profiles\n" + profile_summary(args.profile_execute)
     (args.output / "perf.md").write_text(report + "\n")

@@ -105,6 +105,7 @@ def test_a_lone_query_on_a_quiet_scheduler_runs_inline_on_the_whole_session():
         streams.submit(_feeds(1, 0.0), answers.done_for(0))
         assert 0 in answers.got  # answered before submit returned
         assert whole.batches == [1] and stream.batches == []
+        assert (streams.stats.inline_runs, streams.stats.batches) == (1, 0)
         outputs, error = answers.got[0]
         assert error is None and np.array_equal(outputs[0], _feeds(1, 0.0)["x"] * 2.0)
     finally:
@@ -135,6 +136,7 @@ def test_waiting_batches_are_merged_up_to_max_rows_and_each_gets_its_own_rows():
     finally:
         streams.close()
     assert stream.batches == [2, 4, 1]
+    assert (streams.stats.batches, streams.stats.rows, streams.stats.inline_runs) == (3, 7, 0)
     for index, rows in enumerate(sizes):
         outputs, error = answers.got[index]
         assert error is None and len(outputs[0]) == rows and np.array_equal(outputs[0], feeds[index]["x"] * 2.0)

@@ -113,3 +113,15 @@ def test_requests_and_engine_block(served_model, tmp_path):
                        requests[1]["video_feats"])
     timing = time_engine(served_model.onnx_path, "end_to_end", requests, batch=4, threads=1, budget_s=0.1, min_runs=2)
     assert timing.runs >= 2 and timing.median_ms > 0 and timing.queries_per_s == pytest.approx(4000 / timing.median_ms)
+
+
+def test_stream_summaries_are_read_from_the_server_log():
+    from serving.cpu_streams import StreamStats
+    from serving.perf import stream_summaries
+
+    stats = StreamStats(inline_runs=3, batches=4, rows=14, compute_s=0.5)
+    assert stats.summary() == ("cpu streams: 3 lone queries inline on every thread; 4 stream batches of 14 queries "
+                               "(mean 3.50 a batch, 125.00 ms of compute a batch)")
+    log = f"I1130 17:00:00.1 12 model.py:9] coreba: {stats.summary()}\nI1130 other line\n"
+    assert stream_summaries(log) == [f"coreba: {stats.summary()}"]
+    assert stream_summaries("I1130 nothing here\n") == []

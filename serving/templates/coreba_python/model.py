@@ -199,4 +199,5 @@ class TritonPythonModel:
     def finalize(self) -> None:
         if self.streams is not None:
             self.streams.close()  # every batch handed over is answered before the model goes
+            pb_utils.Logger.log_info(f"{self.name}: {self.streams.stats.summary()}")  # read by serving.perf
         self.profiler.finalize()
