@@ -196,7 +196,8 @@ def _ratio_text(concurrency: int, value: float) -> str:
 def stream_summaries(log: str) -> list[str]:
     """The served model's CPU-streams summaries (:class:`serving.cpu_streams.StreamStats`), which it logs when the
     server unloads it: the batches the streams really ran."""
-    return [line[line.index("coreba"):] for line in log.splitlines() if "cpu streams:" in line and "coreba" in line]
+    return [line[line.index("coreba"):].rstrip('"') for line in log.splitlines()
+            if "cpu streams:" in line and "coreba" in line]
 
 
 def profile_summary(folder: Path, top: int = 12) -> str:

@@ -129,12 +129,11 @@ def test_client_cli(server, make_query, reference, same_answer, tmp_path, capsys
     assert "missing.npz" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cpu_streams", [1, 2])
-def test_with_and_without_cpu_streams_under_load(served_model, cpu_streams, make_query, reference, same_answer,
-                                                 tmp_path):
-    """``cpu_streams`` 1: each batch computed and answered inside execute; 2 (the default on 2 cores, set here
-    whatever the machine): execute hands batches to two one-thread streams and the response senders answer.
-    Concurrent queries of mixed lengths, with a bad one among them, are all answered right, the bad one by name."""
+def test_without_cpu_streams_under_load(served_model, make_query, reference, same_answer, tmp_path):
+    """``cpu_streams`` 1: each batch computed and answered inside execute (the other tests here run the default,
+    CPU streams, wherever there are 2+ cores; test_cpu_streams.py tests the streams themselves). Concurrent
+    queries of mixed lengths, with a bad one among them, are all answered right, the bad one by name."""
+    cpu_streams = 1
     from serving.build_repository import build_repository
 
     repo = tmp_path / "model_repository"
