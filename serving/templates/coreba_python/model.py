@@ -153,12 +153,11 @@ class TritonPythonModel:
         send(failures)
         if not members:
             return
-        try:
-            batch = self._batch(members)
-        except Exception as err:
+        try:  # submit answers through ``done`` once it has the batch; before that, a failure is answered here
+            self.streams.submit(self._batch(members),
+                                lambda outputs, error: send(self._answers(members, error or outputs)))
+        except Exception as err:  # e.g. the model is being unloaded: the requests still get their one answer
             send(self._answers(members, err))
-            return
-        self.streams.submit(batch, lambda outputs, error: send(self._answers(members, error or outputs)))
 
     def _read_all(self, requests: list) -> tuple[list[tuple[int, dict[str, np.ndarray]]], list[tuple[int, object]]]:
         """(index, inputs) of the valid requests; (index, error response) of the others."""
