@@ -26,6 +26,7 @@ after a run).
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections import deque
@@ -119,9 +120,11 @@ class CpuStreams:
             if not self.waiting:
                 return None
             taken = [self.waiting.popleft()]
-            while self.waiting and sum(w.rows for w in taken) + self.waiting[0].rows <= self.max_rows:
+            rows = taken[0].rows
+            while self.waiting and rows + self.waiting[0].rows <= self.max_rows:
                 taken.append(self.waiting.popleft())
-            self.waiting_rows -= sum(w.rows for w in taken)
+                rows += taken[-1].rows
+            self.waiting_rows -= rows
             self.running += 1
             self.changed.notify_all()
             return taken
@@ -130,18 +133,17 @@ class CpuStreams:
         while (taken := self._take()) is not None:
             batch = taken[0].batch if len(taken) == 1 else {
                 name: np.concatenate([w.batch[name] for w in taken]) for name in taken[0].batch}
-            start = time.perf_counter()
-
-            def computed(rows: int = sum(w.rows for w in taken), start: float = start) -> None:
-                with self.changed:  # free the stream's slot before answering: the next batch may start meanwhile
-                    self.running -= 1
-                    self.stats.batches += 1
-                    self.stats.rows += rows
-                    self.stats.compute_s += time.perf_counter() - start
-                    self.changed.notify_all()
-
+            computed = functools.partial(self._computed, sum(w.rows for w in taken), time.perf_counter())
             with contextlib.suppress(Exception):  # nothing may end a stream (_call answers every work itself)
                 _call(session, self.output_names, batch, taken, on_computed=computed)
+
+    def _computed(self, rows: int, start: float) -> None:
+        with self.changed:  # free the stream's slot before answering: the next batch may start meanwhile
+            self.running -= 1
+            self.stats.batches += 1
+            self.stats.rows += rows
+            self.stats.compute_s += time.perf_counter() - start
+            self.changed.notify_all()
 
     def close(self, timeout_s: float = 60.0) -> None:
         """Answer everything handed over, then stop the streams."""
