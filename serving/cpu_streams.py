@@ -1,4 +1,4 @@
-"""CPU streams for ONE served instance: batches run side by side on one-thread ONNX Runtime sessions while the
+"""CPU streams for ONE served instance: batches run side by side on one-thread ONNX Runtime calls while the
 instance takes the next requests, and a lone query on a quiet server runs on every core.
 
 Why (measured on the 2-core machine, docs/serving.md): one instance running ONNX Runtime on both cores
@@ -10,7 +10,7 @@ with streams gets both: Triton's Python backend (2.51) lets a non-decoupled mode
 before it answers (each request's response sender sends the one final response later), so the instance is free
 to take requests while the streams compute.
 
-Policy (``submit`` runs on the instance's ``execute`` thread; each stream is a thread with its own session):
+Policy (``submit`` runs on the instance's ``execute`` thread; each stream is a thread calling a one-thread session):
 
 * nothing running or waiting and a batch of one query -> the ``whole`` session (every thread), inline:
   a quiet server answers at the engine's best latency;
@@ -29,9 +29,9 @@ import contextlib
 import functools
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +57,24 @@ class StreamStats:
     batches: int = 0  # stream runs
     rows: int = 0  # queries in them
     compute_s: float = 0.0  # session.run time of the stream runs
+    cpu_s: float = 0.0  # the CPU time of their threads meanwhile: below compute_s when others took the core
+    sizes: Counter = field(default_factory=Counter)  # stream batches by their rows
+
+    def add(self, rows: int, seconds: float, cpu_seconds: float) -> None:
+        self.batches += 1
+        self.rows += rows
+        self.compute_s += seconds
+        self.cpu_s += cpu_seconds
+        self.sizes[rows] += 1
 
     def summary(self) -> str:
         mean_rows = self.rows / self.batches if self.batches else 0.0
         mean_ms = 1000.0 * self.compute_s / self.batches if self.batches else 0.0
+        cpu_share = self.cpu_s / self.compute_s if self.compute_s else 0.0
+        sizes = ", ".join(f"{rows}: {count}" for rows, count in sorted(self.sizes.items()))
         return (f"cpu streams: {self.inline_runs} lone queries inline on every thread; {self.batches} stream batches "
-                f"of {self.rows} queries (mean {mean_rows:.2f} a batch, {mean_ms:.2f} ms of compute a batch)")
+                f"of {self.rows} queries (mean {mean_rows:.2f} a batch, {mean_ms:.2f} ms of compute a batch, "
+                f"{cpu_share:.0%} of it on the CPU; batches by rows {{{sizes}}})")
 
 
 class CpuStreams:
@@ -70,11 +82,13 @@ class CpuStreams:
     rows of each output) or ``done(None, error)`` exactly once, inline or on a stream's thread."""
 
     def __init__(self, whole, sessions: list, output_names: list[str], max_rows: int) -> None:
-        """``whole``: the session for a lone query (every thread); ``sessions``: one per stream (one thread each);
-        ONNX Runtime ``InferenceSession``s or anything with their ``run(output_names, feeds)``."""
+        """``whole``: the session for a lone query (every thread); ``sessions``: one per stream (one thread each; the
+        same session may be given for every stream); ONNX Runtime ``InferenceSession``s or anything with their
+        ``run(output_names, feeds)``."""
         if not sessions or max_rows < 1:
             raise ValueError(f"need >= 1 stream session and max_rows >= 1, got {len(sessions)} and {max_rows}")
-        self.whole, self.output_names, self.max_rows = whole, list(output_names), max_rows
+        self.whole, self.sessions, self.max_rows = whole, list(sessions), max_rows
+        self.output_names = list(output_names)
         self.waiting: deque[_Work] = deque()
         self.waiting_rows = self.running = 0
         self.closing = False
@@ -88,12 +102,14 @@ class CpuStreams:
     @classmethod
     def load(cls, path: str | Path, streams: int, whole: OnnxRuntimeEngine, output_names: list[str], max_rows: int,
              graph_optimization: str = "all", precision: str = "fp32") -> CpuStreams:
-        """``streams`` one-thread ONNX Runtime sessions on ``path`` beside the loaded ``whole`` engine."""
+        """``streams`` streams on ``path`` beside the loaded ``whole`` engine, all calling ONE one-thread ONNX Runtime
+        session: ``run`` is thread-safe and, with one intra-op thread, computes on the calling thread, so the
+        streams run side by side on one copy of the weights (measured on the 2-core machine: two callers of one
+        session 67-72 queries/s, two sessions 68-74; each further session costs ~55 MiB)."""
         if streams < 1:
             raise ValueError(f"streams must be >= 1, got {streams}")
-        sessions = [OnnxRuntimeEngine(path, threads=1, graph_optimization=graph_optimization,
-                                      precision=precision).session for _ in range(streams)]
-        return cls(whole.session, sessions, output_names, max_rows)
+        session = OnnxRuntimeEngine(path, threads=1, graph_optimization=graph_optimization, precision=precision).session
+        return cls(whole.session, [session] * streams, output_names, max_rows)
 
     def submit(self, batch: dict[str, np.ndarray], done: Done) -> None:
         """``batch``: arrays the caller owns and no longer changes (not views of a request's memory, which may
@@ -133,16 +149,17 @@ class CpuStreams:
         while (taken := self._take()) is not None:
             batch = taken[0].batch if len(taken) == 1 else {
                 name: np.concatenate([w.batch[name] for w in taken]) for name in taken[0].batch}
-            computed = functools.partial(self._computed, sum(w.rows for w in taken), time.perf_counter())
+            computed = functools.partial(self._computed, sum(w.rows for w in taken), time.perf_counter(),
+                                         time.thread_time())
             with contextlib.suppress(Exception):  # nothing may end a stream (_call answers every work itself)
                 _call(session, self.output_names, batch, taken, on_computed=computed)
 
-    def _computed(self, rows: int, start: float) -> None:
+    def _computed(self, rows: int, start: float, cpu_start: float) -> None:
+        """Runs on the stream's thread, which ran the one-thread session: its CPU time is the session's."""
+        wall, cpu = time.perf_counter() - start, time.thread_time() - cpu_start
         with self.changed:  # free the stream's slot before answering: the next batch may start meanwhile
             self.running -= 1
-            self.stats.batches += 1
-            self.stats.rows += rows
-            self.stats.compute_s += time.perf_counter() - start
+            self.stats.add(rows, wall, cpu)
             self.changed.notify_all()
 
     def close(self, timeout_s: float = 60.0) -> None:

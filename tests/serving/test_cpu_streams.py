@@ -70,6 +70,7 @@ def layout(served_model) -> InputLayout:
 def test_answers_equal_one_session_on_random_padded_and_unpadded_batches(served_model, layout):
     whole = OnnxRuntimeEngine(served_model.onnx_path, threads=2)
     streams = CpuStreams.load(served_model.onnx_path, 2, whole, NAMES, max_rows=8)
+    assert len(streams.sessions) == 2 and streams.sessions[0] is streams.sessions[1]  # one copy of the weights
     reference = OnnxRuntimeEngine(served_model.onnx_path, threads=1).session
     requests = make_requests(layout, count=8, seed=3)
     assert requests[0]["video_mask"].all() and not requests[1]["video_mask"].all()  # padded and not

@@ -119,9 +119,12 @@ def test_stream_summaries_are_read_from_the_server_log():
     from serving.cpu_streams import StreamStats
     from serving.perf import stream_summaries
 
-    stats = StreamStats(inline_runs=3, batches=4, rows=14, compute_s=0.5)
+    stats = StreamStats(inline_runs=3)
+    for rows in (4, 2, 4, 4):
+        stats.add(rows, 0.125, 0.1)
     assert stats.summary() == ("cpu streams: 3 lone queries inline on every thread; 4 stream batches of 14 queries "
-                               "(mean 3.50 a batch, 125.00 ms of compute a batch)")
+                               "(mean 3.50 a batch, 125.00 ms of compute a batch, 80% of it on the CPU; "
+                               "batches by rows {2: 1, 4: 3})")
     log = f'I1130 17:00:00.1 12 model.py:9] "coreba: {stats.summary()}"\nI1130 other line\n'  # as the stub logs
     assert stream_summaries(log) == [f"coreba: {stats.summary()}"]
     assert stream_summaries("I1130 nothing here\n") == []
