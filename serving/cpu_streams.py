@@ -54,26 +54,31 @@ class StreamStats:
     """What the streams computed since load: Triton's statistics see only ``execute``, which hands batches over."""
 
     inline_runs: int = 0  # lone queries on the whole session
-    batches: int = 0  # stream runs
-    rows: int = 0  # queries in them
+    sizes: Counter = field(default_factory=Counter)  # stream runs by their rows
     compute_s: float = 0.0  # session.run time of the stream runs
     cpu_s: float = 0.0  # the CPU time of their threads meanwhile: below compute_s when others took the core
-    sizes: Counter = field(default_factory=Counter)  # stream batches by their rows
+
+    @property
+    def batches(self) -> int:
+        return sum(self.sizes.values())
+
+    @property
+    def rows(self) -> int:
+        return sum(size * count for size, count in self.sizes.items())
 
     def add(self, rows: int, seconds: float, cpu_seconds: float) -> None:
-        self.batches += 1
-        self.rows += rows
+        self.sizes[rows] += 1
         self.compute_s += seconds
         self.cpu_s += cpu_seconds
-        self.sizes[rows] += 1
 
     def summary(self) -> str:
-        mean_rows = self.rows / self.batches if self.batches else 0.0
-        mean_ms = 1000.0 * self.compute_s / self.batches if self.batches else 0.0
+        batches, rows = self.batches, self.rows
+        mean_rows = rows / batches if batches else 0.0
+        mean_ms = 1000.0 * self.compute_s / batches if batches else 0.0
         cpu_share = self.cpu_s / self.compute_s if self.compute_s else 0.0
-        sizes = ", ".join(f"{rows}: {count}" for rows, count in sorted(self.sizes.items()))
-        return (f"cpu streams: {self.inline_runs} lone queries inline on every thread; {self.batches} stream batches "
-                f"of {self.rows} queries (mean {mean_rows:.2f} a batch, {mean_ms:.2f} ms of compute a batch, "
+        sizes = ", ".join(f"{size}: {count}" for size, count in sorted(self.sizes.items()))
+        return (f"cpu streams: {self.inline_runs} lone queries inline on every thread; {batches} stream batches "
+                f"of {rows} queries (mean {mean_rows:.2f} a batch, {mean_ms:.2f} ms of compute a batch, "
                 f"{cpu_share:.0%} of it on the CPU; batches by rows {{{sizes}}})")
 
 
