@@ -6,16 +6,18 @@
    engine's file) and on the end-to-end graph (``coreba``'s), B=1 median and B=8 throughput, with every core of
    the machine (the engine at its best, whatever the served model's instances and threads: a repository with
    two 1-thread instances is still compared with the 2-thread engine) and the requests perf_analyzer sends.
-2. Served blocks (:mod:`serving.perf_analyzer`), one server for all: ``old`` = the two-step baseline ensemble
+2. Served runs (:mod:`serving.perf_analyzer`), one server for all: ``old`` = the two-step baseline ensemble
    (``coreba_baseline``, written by ``build_repository --baseline``), ``new`` = the one-step model ``coreba``;
    each through the socket, or with its tensors in system shared memory (``shm``); at each concurrency. Every
    run reports the server's time model by model (queue, compute input, compute infer, compute output).
-3. The engine block again (the machine may have changed meanwhile; both are printed, the faster is compared).
+   After EACH served run, an engine block on the raw graph (B=1 and B=8, a few seconds): every served run is
+   held against the two engine blocks around it (the faster figure of the two), timed within a minute of it.
+3. The full engine block again at the end.
 
-``--rounds N`` repeats 2-3 (served blocks, then an engine block) N times: each served run is compared with the
-two engine blocks around it, the faster of them, and each target is judged on the median over the rounds. This
-VM's speed drifts by up to a third within minutes; one engine block minutes away from a served run can be taken
-in a fast minute and the run in a slow one (or the reverse), and rounds bound that error instead of betting on it.
+``--rounds N`` repeats the served runs N times and each target is judged on the median over the rounds. This
+VM's speed drifts by up to a third within minutes: an engine figure timed minutes away from a served run can
+be taken in a fast minute and the run in a slow one (or the reverse); the engine blocks next to each run and
+the rounds bound that error instead of betting on it.
 
 Printed and written to ``<output>/perf.md`` / ``perf.json``: the tables, the machine's load (``uptime``) before
 and after, and the two targets of issue 12: served p50 at concurrency 1 <= 1.2 x the engine's B=1 median;
@@ -76,11 +78,12 @@ def served_threads(repository: Path) -> int:
     return given or max(1, len(os.sched_getaffinity(0)) // instances)
 
 
-def engine_block(repository: Path, requests: list, threads: int, budget_s: float) -> list[EngineTiming]:
-    graphs = {"raw": repository / BASELINE_ENGINE / "1" / ONNX_FILENAME, "end_to_end": repository / SERVED / "1" /
-              ONNX_FILENAME}
-    return [time_engine(path, graph, requests, batch, threads, budget_s)
-            for graph, path in graphs.items() if path.is_file() for batch in (1, 8)]
+def engine_block(repository: Path, requests: list, threads: int, budget_s: float,
+                 graphs: tuple[str, ...] = ("raw", "end_to_end")) -> list[EngineTiming]:
+    paths = {"raw": repository / BASELINE_ENGINE / "1" / ONNX_FILENAME, "end_to_end": repository / SERVED / "1" /
+             ONNX_FILENAME}
+    return [time_engine(paths[graph], graph, requests, batch, threads, budget_s)
+            for graph in graphs if paths[graph].is_file() for batch in (1, 8)]
 
 
 def load_average() -> str:
@@ -90,39 +93,37 @@ def load_average() -> str:
 
 
 def measure_served(args: argparse.Namespace, url: str, binary: Path, env: dict[str, str], input_data: Path,
-                   runs: list[tuple[str, str]]) -> list[PerfRun]:
-    results = []
-    for path, transport in runs:
-        for concurrency in args.concurrency:
-            run = None
-            for attempt in range(2):  # one retry: a neighbour's burst on a shared machine can spoil a run
-                try:
-                    run = run_perf_analyzer(binary, env, url, args.protocol, PATHS[path], transport, concurrency,
-                                            input_data, args.output, args.measurement_interval, args.stability,
-                                            args.max_trials)
-                    break
-                except UnstableMeasurement as err:
-                    print(f"{path}/{transport} c{concurrency}: {err} (attempt {attempt + 1})", flush=True)
-            if run is None:  # reported without the stability requirement, flagged
-                run = run_perf_analyzer(binary, env, url, args.protocol, PATHS[path], transport, concurrency,
-                                        input_data, args.output, args.measurement_interval, 100, 3)
-                run.stable = False
-            results.append(run)
-            print(f"{path}/{transport} c{concurrency}: {run.throughput:.1f} infer/s, p50 {run.p50_ms:.2f} ms, "
-                  f"server {run.server_ms:.2f} ms", flush=True)
-    return results
+                   path: str, transport: str, concurrency: int) -> PerfRun:
+    """One perf_analyzer run, retried once if it does not settle, then reported flagged as unstable."""
+    for attempt in range(2):  # one retry: a neighbour's burst on a shared machine can spoil a run
+        try:
+            run = run_perf_analyzer(binary, env, url, args.protocol, PATHS[path], transport, concurrency,
+                                    input_data, args.output, args.measurement_interval, args.stability,
+                                    args.max_trials)
+            break
+        except UnstableMeasurement as err:
+            print(f"{path}/{transport} c{concurrency}: {err} (attempt {attempt + 1})", flush=True)
+    else:  # reported without the stability requirement, flagged
+        run = run_perf_analyzer(binary, env, url, args.protocol, PATHS[path], transport, concurrency,
+                                input_data, args.output, args.measurement_interval, 100, 3)
+        run.stable = False
+    print(f"{path}/{transport} c{concurrency}: {run.throughput:.1f} infer/s, p50 {run.p50_ms:.2f} ms, "
+          f"server {run.server_ms:.2f} ms", flush=True)
+    return run
 
 
 def engine_table(blocks: list[list[EngineTiming]]) -> str:
-    """One row per engine figure, one value per block (in the order they were timed)."""
+    """One row per engine figure, one value per block (in the order they were timed; "-": not in that block)."""
     names = " / ".join(str(i + 1) for i in range(len(blocks)))
     lines = [f"| engine (ONNX Runtime, direct) | B | median ms (block {names}) | p90 ms (max) "
              f"| queries/s (block {names}) |",
              "|---|---:|---:|---:|---:|"]
-    for row in zip(*blocks):
-        a = row[0]
-        lines.append(f"| {a.graph} graph | {a.batch} | {' / '.join(f'{t.median_ms:.2f}' for t in row)} | "
-                     f"{max(t.p90_ms for t in row):.2f} | {' / '.join(f'{t.queries_per_s:.1f}' for t in row)} |")
+    keys = list(dict.fromkeys((t.graph, t.batch) for block in blocks for t in block))
+    for graph, batch in keys:
+        row = [next((t for t in block if (t.graph, t.batch) == (graph, batch)), None) for block in blocks]
+        medians = " / ".join(f"{t.median_ms:.2f}" if t else "-" for t in row)
+        rates = " / ".join(f"{t.queries_per_s:.1f}" if t else "-" for t in row)
+        lines.append(f"| {graph} graph | {batch} | {medians} | {max(t.p90_ms for t in row if t):.2f} | {rates} |")
     return "\n".join(lines)
 
 
@@ -163,18 +164,24 @@ def references(engine: list[EngineTiming]) -> tuple[float, float]:
 
 
 def targets(blocks: list[list[EngineTiming]], rounds: list[list[PerfRun]]) -> str:
-    """The issue's two ratios for every served path and transport: in round r against the engine blocks r and
-    r + 1 (the faster figure of the two), then the median over the rounds, which is judged."""
+    """The issue's two ratios for every served path and transport. ``blocks`` are the engine blocks in the order
+    they were timed, one before the first served run and one after each (``rounds`` flattened); each run is
+    held against the faster figure of the blocks before and after it; the median over the rounds is judged."""
+    runs = [(number, r) for number, runs_of_round in enumerate(rounds) for r in runs_of_round]
+    if len(blocks) != len(runs) + 1:
+        raise ValueError(f"{len(runs)} served runs need {len(runs) + 1} engine blocks around them, got {len(blocks)}")
     ratios: dict[tuple[str, str, int], list[float]] = {}
     lines = []
-    for number, runs in enumerate(rounds):
-        b1, b8 = references(blocks[number] + blocks[number + 1])
-        label = f"round {number + 1}: engine" if len(rounds) > 1 else "engine"
-        lines.append(f"{label} (raw graph): B=1 median {b1:.2f} ms, B=8 {b8:.1f} queries/s")
-        for r in runs:
-            if r.concurrency in (1, 8):
-                value = r.p50_ms / b1 if r.concurrency == 1 else r.throughput / b8
-                ratios.setdefault((path_name(r), r.transport, r.concurrency), []).append(value)
+    for index, (number, r) in enumerate(runs):
+        if r.concurrency not in (1, 8):
+            continue
+        b1, b8 = references(blocks[index] + blocks[index + 1])
+        value = r.p50_ms / b1 if r.concurrency == 1 else r.throughput / b8
+        reference = f"B=1 median {b1:.2f} ms" if r.concurrency == 1 else f"B=8 {b8:.1f} queries/s"
+        label = f"round {number + 1}, " if len(rounds) > 1 else ""
+        lines.append(f"{label}{path_name(r)}/{r.transport} c{r.concurrency}: engine (raw graph, blocks {index + 1} "
+                     f"and {index + 2}) {reference} -> {_ratio_text(r.concurrency, value)}")
+        ratios.setdefault((path_name(r), r.transport, r.concurrency), []).append(value)
     for (path, transport, concurrency), values in ratios.items():
         median = float(np.median(values))
         each = f" (rounds: {', '.join(_ratio_text(concurrency, v) for v in values)})" if len(values) > 1 else ""
@@ -268,8 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(args.rounds):
             if args.rounds > 1:
                 print(f"round {number + 1} of {args.rounds}", flush=True)
-            rounds.append(measure_served(args, url, binary, env, input_data, runs))
-            blocks.append(engine_block(args.repository, requests, threads, args.engine_budget))
+            rounds.append([])
+            for path, transport in runs:
+                for concurrency in args.concurrency:
+                    rounds[-1].append(measure_served(args, url, binary, env, input_data, path, transport, concurrency))
+                    blocks.append(engine_block(args.repository, requests, threads, args.engine_budget, ("raw",)))
+        blocks[-1] += engine_block(args.repository, requests, threads, args.engine_budget, ("end_to_end",))
 
     streams_lines: list[str] = []
     if args.url:

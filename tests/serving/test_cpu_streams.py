@@ -1,5 +1,5 @@
 """CPU streams (serving/cpu_streams.py) without a server: every batch handed over is answered once, with its own
-rows, equal to one session's answer on it; a lone query on a quiet scheduler runs inline on the whole session;
+rows, equal to one session's answer on it; only a lone query on a quiet scheduler runs now, on the whole session;
 batches that wait are merged up to max_rows; failures reach exactly the batches they hit; close answers
 everything handed over. The served model with streams is tested against a real server in test_serving_e2e.py
 and test_serving_errors.py (streams are on by default wherever there are 2+ cores)."""
@@ -95,22 +95,31 @@ def test_answers_equal_one_session_on_random_padded_and_unpadded_batches(served_
         assert np.array_equal(clips, expected[2]) and np.abs(moments).sum() > 0
 
 
-def test_a_lone_query_on_a_quiet_scheduler_runs_inline_on_the_whole_session():
+def test_a_lone_query_on_a_quiet_scheduler_runs_now_on_the_whole_session_and_nothing_else_does():
     gate = threading.Event()
-    gate.set()
     whole, stream = GatedSession(gate), GatedSession(gate)
     streams = CpuStreams(whole, [stream], ["y", "s"], max_rows=8)
+    answers = Answers()
+    answers.expected = 1
     try:
-        answers = Answers()
-        answers.expected = 1
-        streams.submit(_feeds(1, 0.0), answers.done_for(0))
-        assert 0 in answers.got  # answered before submit returned
-        assert whole.batches == [1] and stream.batches == []
-        assert (streams.stats.inline_runs, streams.stats.batches) == (1, 0)
-        outputs, error = answers.got[0]
-        assert error is None and np.array_equal(outputs[0], _feeds(1, 0.0)["x"] * 2.0)
+        gate.set()
+        outputs = streams.run_if_quiet(_feeds(1, 0.0))
+        assert np.array_equal(outputs[0], _feeds(1, 0.0)["x"] * 2.0)
+        assert streams.run_if_quiet(_feeds(2, 0.0)) is None  # two queries: the streams' work
+        gate.clear()
+        streams.submit(_feeds(1, 10.0), answers.done_for(0))
+        while streams.running == 0:  # the stream took it and waits at the gate
+            pass
+        assert streams.run_if_quiet(_feeds(1, 20.0)) is None  # not quiet: a lone query waits its turn too
+        gate.set()
+        assert answers.all_in.wait(10)
+        assert whole.batches == [1] and stream.batches == [1]
+        assert (streams.stats.inline_runs, streams.stats.batches) == (1, 1)
     finally:
+        gate.set()
         streams.close()
+    with pytest.raises(RuntimeError, match="being unloaded"):
+        streams.run_if_quiet(_feeds(1, 0.0))
 
 
 def test_waiting_batches_are_merged_up_to_max_rows_and_each_gets_its_own_rows():

@@ -13,9 +13,10 @@ One step per batch, no second model: the graph holds the post-processing, so the
 * ``execute`` reads each request's inputs as numpy views of the request's memory (DLPack, no torch), checks
   their values (:func:`serving.request_checks.check_request`; a bad request gets an error response naming the
   problem, the others go on), copies the valid ones into one batch, runs the engine ONCE on it and gives each
-  request its rows of the outputs (ONNX Runtime: without a copy). With CPU streams it hands the batch over and
-  returns None at once; each request's response sender then sends its one final response (a bad request's at
-  once), and the instance takes the next requests meanwhile.
+  request its rows of the outputs (ONNX Runtime: without a copy). With CPU streams a lone query on a quiet
+  server runs the same way, on every thread; any other batch is handed over and execute returns None at once:
+  each request's response sender then sends its one final response (a bad request's at once), and the
+  instance takes the next requests meanwhile.
 """
 
 from __future__ import annotations
@@ -120,26 +121,31 @@ class TritonPythonModel:
         return arrays
 
     def execute(self, requests: list) -> list | None:
-        if self.streams is not None:
-            self._execute_in_streams(requests)
-            return None  # every request is answered through its response sender
-        responses: list = [None] * len(requests)
         members, failures = self._read_all(requests)
-        for index, response in failures:
+        if not members:
+            return self._responses(len(requests), failures)
+        batch = self._batch(members)
+        try:
+            outputs = self.run_answer(batch) if self.streams is None else self.streams.run_if_quiet(batch)
+        except Exception as err:  # an engine failure must reach the clients, not crash the model
+            outputs = err
+        if outputs is None:  # the streams take the batch: answered through the response senders
+            self._hand_over(requests, members, failures, batch)
+            return None
+        return self._responses(len(requests), failures + self._answers(members, outputs))
+
+    @staticmethod
+    def _responses(count: int, answers: list[tuple[int, object]]) -> list:
+        """execute's list: each request's response at its index."""
+        responses: list = [None] * count
+        for index, response in answers:
             responses[index] = response
-        if members:
-            try:
-                batch = self._batch(members)
-                outputs = self.run_answer(batch)
-            except Exception as err:  # an engine failure must reach the clients, not crash the model
-                outputs = err
-            for index, response in self._answers(members, outputs):
-                responses[index] = response
         return responses
 
-    def _execute_in_streams(self, requests: list) -> None:
-        """Hands the batch to :class:`serving.cpu_streams.CpuStreams` and returns: each request gets its one final
-        response from its sender, now (a bad request) or when its batch is computed."""
+    def _hand_over(self, requests: list, members: list[tuple[int, dict[str, np.ndarray]]],
+                   failures: list[tuple[int, object]], batch: dict[str, np.ndarray]) -> None:
+        """Hands the batch to :class:`serving.cpu_streams.CpuStreams` (execute then returns None): each request gets
+        its one final response from its sender, now (a bad request) or when its batch is computed."""
         senders = [request.get_response_sender() for request in requests]
 
         def send(answers: list[tuple[int, object]]) -> None:
@@ -149,13 +155,9 @@ class TritonPythonModel:
                 except Exception as err:  # e.g. the client went away: nothing to answer, the model goes on
                     pb_utils.Logger.log_error(f"{self.name}: could not send a response: {err!r}")
 
-        members, failures = self._read_all(requests)
         send(failures)
-        if not members:
-            return
         try:  # submit answers through ``done`` once it has the batch; before that, a failure is answered here
-            self.streams.submit(self._batch(members),
-                                lambda outputs, error: send(self._answers(members, error or outputs)))
+            self.streams.submit(batch, lambda outputs, error: send(self._answers(members, error or outputs)))
         except Exception as err:  # e.g. the model is being unloaded: the requests still get their one answer
             send(self._answers(members, err))
 
