@@ -10,12 +10,13 @@ with streams gets both: Triton's Python backend (2.51) lets a non-decoupled mode
 before it answers (each request's response sender sends the one final response later), so the instance is free
 to take requests while the streams compute.
 
-Policy (``submit`` runs on the instance's ``execute`` thread; each stream is a thread calling a one-thread session):
+Policy (``run_if_quiet`` and ``submit`` run on the instance's ``execute`` thread; each stream is a thread
+calling a one-thread session):
 
 * nothing running or waiting and a batch of one query -> ``run_if_quiet`` runs it on the ``whole`` session (every
   thread) and returns the outputs: a quiet server answers at the engine's best latency, and ``execute`` returns
   the response as a model without streams does (a response sender's ``send`` costs a round trip to the server
-  per response: 0.8-1.7 ms of a lone query's 22 ms on the 2-core machine, docs/serving.md);
+  per response; without it a lone query's overhead fell by 0.5-0.6 ms on the 2-core machine, RESULTS.md);
 * otherwise ``submit`` queues the batch, and the next free stream takes everything waiting (up to
   ``max_rows`` queries) as ONE batch: requests that arrived one by one while the streams were busy are
   batched here, as Triton's dynamic batcher would have batched them for a busy instance;
