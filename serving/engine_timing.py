@@ -30,7 +30,7 @@ class EngineTiming:
         return self.batch / (self.median_ms / 1000.0)
 
 
-def _batches(requests: list[dict[str, np.ndarray]], batch: int, names: list[str]) -> list[dict[str, np.ndarray]]:
+def stack_requests(requests: list[dict[str, np.ndarray]], batch: int, names: list[str]) -> list[dict[str, np.ndarray]]:
     """Batches of ``batch`` requests (cycling through them), each input stacked along a new batch axis;
     ``duration`` flattened to the graph's (B,)."""
     groups = [[requests[(start + i) % len(requests)] for i in range(batch)] for start in range(0, len(requests), batch)]
@@ -43,7 +43,7 @@ def time_engine(onnx_path: Path, graph: str, requests: list[dict[str, np.ndarray
     """Median and p90 of ``session.run`` over batches of ``batch`` requests: warm-up runs, then as many timed runs
     as fit ``budget_s`` (at least ``min_runs``)."""
     engine = OnnxRuntimeEngine(onnx_path, provider="cpu", graph_optimization="all", threads=threads)
-    feeds = _batches(requests, batch, engine.input_names)
+    feeds = stack_requests(requests, batch, engine.input_names)
     for i in range(warmup):
         engine.session.run(None, feeds[i % len(feeds)])
     times, deadline = [], time.perf_counter() + budget_s

@@ -14,7 +14,7 @@ import pytest
 from coreba.engines.onnxruntime_engine import OnnxRuntimeEngine
 from serving.client import InputLayout
 from serving.cpu_streams import CpuStreams
-from serving.engine_timing import _batches
+from serving.engine_timing import stack_requests
 from serving.perf_analyzer import make_requests
 from serving.spec import ANSWER_OUTPUTS
 
@@ -74,7 +74,7 @@ def test_answers_equal_one_session_on_random_padded_and_unpadded_batches(served_
     reference = OnnxRuntimeEngine(served_model.onnx_path, threads=1).session
     requests = make_requests(layout, count=8, seed=3)
     assert requests[0]["video_mask"].all() and not requests[1]["video_mask"].all()  # padded and not
-    batches = [_batches(requests[i:], size, whole.input_names)[0] for i, size in enumerate((1, 2, 3, 1, 2, 5))]
+    batches = [stack_requests(requests[i:], size, whole.input_names)[0] for i, size in enumerate((1, 2, 3, 1, 2, 5))]
     answers = Answers()
     answers.expected = len(batches)
     try:

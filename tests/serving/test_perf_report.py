@@ -142,3 +142,32 @@ def test_stream_summaries_are_read_from_the_server_log():
     log = f'I1130 17:00:00.1 12 model.py:9] "coreba: {stats.summary()}"\nI1130 other line\n'  # as the stub logs
     assert stream_summaries(log) == [f"coreba: {stats.summary()}"]
     assert stream_summaries("I1130 nothing here\n") == []
+
+
+def test_interleaved_blocks_alternate_and_keep_only_the_warm_calls():
+    """Engine first in even pairs, served first in odd ones; the first ``discard`` calls of a block are dropped."""
+    from serving.interleaved import alternate
+
+    calls, clock = [], iter(float(t) for t in range(1000))
+    engine, served = alternate(lambda i: calls.append(("e", i)), lambda i: calls.append(("s", i)), pairs=2,
+                               block=3, discard=1, timer=lambda: next(clock))
+    assert calls == [("e", 0), ("e", 1), ("e", 2), ("s", 0), ("s", 1), ("s", 2),
+                     ("s", 3), ("s", 4), ("s", 5), ("e", 3), ("e", 4), ("e", 5)]
+    assert [len(b) for b in engine + served] == [2, 2, 2, 2]
+    assert all(t == 1000.0 for b in engine + served for t in b)  # each call spans one tick of the fake clock
+    with pytest.raises(ValueError, match="block > discard"):
+        alternate(print, print, pairs=1, block=2, discard=2)
+
+
+def test_interleaved_ratio_and_verdict():
+    from serving.interleaved import InterleavedLatency
+    from serving.perf import interleaved_targets
+
+    fast = InterleavedLatency("shm", [[10.0, 10.0], [20.0, 20.0]], [[11.0, 11.0], [23.0, 23.0]])
+    assert fast.engine_median_ms == 15.0 and fast.served_median_ms == 17.0
+    assert fast.ratio == pytest.approx(17 / 15)
+    np.testing.assert_allclose(fast.pair_ratios(), [1.1, 1.15])
+    slow = InterleavedLatency("socket", [[10.0]], [[12.5]])
+    lines = interleaved_targets([("new", fast), ("new", slow)]).splitlines()
+    assert lines[0].startswith("new/shm: engine B=1 median 15.00 ms, served p50 17.00 ms -> 1.13x")
+    assert lines[0].endswith("(meets <= 1.2)") and lines[1].endswith("(misses <= 1.2)")
