@@ -202,7 +202,8 @@ def targets(blocks: list[list[EngineTiming]], rounds: list[list[PerfRun]]) -> st
 
 def interleaved_targets(results: list[tuple[str, InterleavedLatency]]) -> str:
     """The concurrency-1 target judged on each interleaved measurement (path, its result)."""
-    lines = []
+    lines = ["Concurrency 1, interleaved (serving.interleaved: the raw graph here and lone requests through "
+             "serving.client, in alternating warm blocks):"] if results else []
     for path, result in results:
         verdict = "meets" if result.ratio <= LATENCY_TARGET else "misses"
         lines.append(f"{path}/{result.summary()} ({verdict} <= {LATENCY_TARGET})")

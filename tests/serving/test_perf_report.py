@@ -168,6 +168,7 @@ def test_interleaved_ratio_and_verdict():
     assert fast.ratio == pytest.approx(17 / 15)
     np.testing.assert_allclose(fast.pair_ratios(), [1.1, 1.15])
     slow = InterleavedLatency("socket", [[10.0]], [[12.5]])
-    lines = interleaved_targets([("new", fast), ("new", slow)]).splitlines()
+    heading, *lines = interleaved_targets([("new", fast), ("new", slow)]).splitlines()
+    assert "interleaved" in heading and interleaved_targets([]) == ""
     assert lines[0].startswith("new/shm: engine B=1 median 15.00 ms, served p50 17.00 ms -> 1.13x")
     assert lines[0].endswith("(meets <= 1.2)") and lines[1].endswith("(misses <= 1.2)")
