@@ -1,20 +1,28 @@
-"""Concurrency 1 without the machine's drift: the engine and the served model timed in alternating short blocks.
+"""Issue 12's two ratios without the machine's drift: the engine and the served model in alternating short blocks.
 
-perf_analyzer's concurrency-1 run lasts tens of seconds and the engine blocks around it are timed before and
-after; on a VM whose speed drifts by a third within a minute, the ratio of the two then carries that drift. Here
-the two are timed a fraction of a second apart, over and over: a block of ``block`` engine calls (ONNX Runtime
-in this process, on every core), then a block of ``block`` lone requests through the project's client (so the
-client's own work is counted too), the order swapped every pair so neither side always goes first. The first
-``discard`` calls of each block are not kept: they pay for the switch (the other side's thread pool still
-spinning, caches taken over); the rest run back to back and warm, as in an engine block and as perf_analyzer
-sends them. Each pair gives a ratio of the medians of its two blocks; the figure is served median / engine
-median over all kept calls, with the pairs' p10-p90 beside it.
+perf_analyzer's runs last tens of seconds and the engine blocks around them are timed before and after; on a VM
+whose speed drifts by a third within a minute, the ratio of the two then carries that drift. Here the two sides
+are timed about a second apart, over and over, the order swapped every pair so neither side always goes first:
+
+* concurrency 1: a block of ``block`` engine runs at B=1 (ONNX Runtime in this process, on every core), then a
+  block of ``block`` lone requests through the project's client (its own work is counted too). Figure: served
+  median / engine median over all kept calls.
+* concurrency 8: a block of ``block`` engine runs at B=8, then a burst of 8 clients (one thread and one
+  connection each, as perf_analyzer's 8 in flight) sending ``block`` requests each. A burst's throughput is
+  counted only while all 8 are in flight: from the moment every client has had ``discard`` answers to the
+  moment the first client is done. Figure: median burst throughput / (8 / engine's median B=8 run).
+
+The first ``discard`` calls of every block are not kept: they pay for the switch (the other side's thread pool
+still spinning, caches taken over); the rest run back to back and warm, as in an engine block and as
+perf_analyzer sends them. Each pair also gives its own ratio; their p10-p90 is printed beside the figure.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,76 +33,142 @@ from serving.client import CorebaClient
 from serving.engine_timing import stack_requests
 from serving.spec import SERVED
 
-Blocks = list[list[float]]  # the kept milliseconds of each block, block by block
+Blocks = list[list[float]]  # what each block kept, block by block
+Timer = Callable[[], float]
 
 
 @dataclass
-class InterleavedLatency:
+class Interleaved:
+    """``engine_blocks``: ms of each kept engine run; ``served_blocks``: ms of each kept lone request
+    (concurrency 1) or the burst's queries/s (concurrency 8, one value a block)."""
+
     transport: str  # "socket" or "shm"
-    engine_blocks: Blocks = field(default_factory=list)  # ms of each kept call, block by block
+    concurrency: int  # 1 or 8
+    engine_blocks: Blocks = field(default_factory=list)
     served_blocks: Blocks = field(default_factory=list)
 
-    @property
-    def engine_median_ms(self) -> float:
-        return float(np.median(np.concatenate(self.engine_blocks)))
+    def _engine(self, blocks: Blocks) -> float:
+        """Median ms at B=1, or queries/s of the median B=8 run."""
+        median = float(np.median(np.concatenate(blocks)))
+        return median if self.concurrency == 1 else self.concurrency * 1000.0 / median
+
+    def _served(self, blocks: Blocks) -> float:
+        return float(np.median(np.concatenate(blocks)))
 
     @property
-    def served_median_ms(self) -> float:
-        return float(np.median(np.concatenate(self.served_blocks)))
+    def engine(self) -> float:
+        return self._engine(self.engine_blocks)
+
+    @property
+    def served(self) -> float:
+        return self._served(self.served_blocks)
 
     @property
     def ratio(self) -> float:
-        """Served median / engine median: what issue 12's concurrency-1 target holds against 1.2."""
-        return self.served_median_ms / self.engine_median_ms
+        """Concurrency 1: served p50 / engine median (target <= 1.2). Concurrency 8: served / engine
+        throughput (target >= 0.9)."""
+        return self.served / self.engine
 
     def pair_ratios(self) -> np.ndarray:
-        return np.array([np.median(s) / np.median(e) for e, s in zip(self.engine_blocks, self.served_blocks)])
+        return np.array([self._served([s]) / self._engine([e]) for e, s in zip(self.engine_blocks,
+                                                                               self.served_blocks)])
 
     def summary(self) -> str:
         pairs = self.pair_ratios()
-        return (f"{self.transport}: engine B=1 median {self.engine_median_ms:.2f} ms, served p50 "
-                f"{self.served_median_ms:.2f} ms -> {self.ratio:.2f}x ({len(pairs)} pairs of blocks, each pair "
-                f"p10-p90 {np.percentile(pairs, 10):.2f}-{np.percentile(pairs, 90):.2f}x)")
+        if self.concurrency == 1:
+            figures = f"engine B=1 median {self.engine:.2f} ms, served p50 {self.served:.2f} ms -> {self.ratio:.2f}x"
+            spread = f"{np.percentile(pairs, 10):.2f}-{np.percentile(pairs, 90):.2f}x"
+        else:
+            figures = (f"engine B={self.concurrency} {self.engine:.1f} queries/s, served {self.served:.1f} "
+                       f"queries/s -> {100 * self.ratio:.0f}%")
+            spread = f"{100 * np.percentile(pairs, 10):.0f}-{100 * np.percentile(pairs, 90):.0f}%"
+        return (f"{self.transport} c{self.concurrency}: {figures} ({len(pairs)} pairs of blocks, each pair "
+                f"p10-p90 {spread})")
 
 
-def alternate(engine_call: Callable[[int], object], served_call: Callable[[int], object], pairs: int, block: int,
-              discard: int, timer: Callable[[], float] = time.perf_counter) -> tuple[Blocks, Blocks]:
-    """``pairs`` pairs of blocks, engine first in even pairs and served first in odd ones; each call gets the index
-    of the request to send. Returns the kept milliseconds of every engine block and every served block."""
-    if pairs < 1 or block <= discard or discard < 0:
-        raise ValueError(f"need pairs >= 1 and block > discard >= 0, got pairs={pairs} block={block} "
-                         f"discard={discard}")
+def timed_calls(call: Callable[[int], object], block: int, discard: int,
+                timer: Timer = time.perf_counter) -> Callable[[int], list[float]]:
+    """A block of ``block`` calls in a row (``call(i)``, i counting on across blocks); the ms of all but the
+    first ``discard``."""
+    if block <= discard or discard < 0:
+        raise ValueError(f"need block > discard >= 0, got block={block} discard={discard}")
+
+    def run(number: int) -> list[float]:
+        kept = []
+        for i in range(block):
+            start = timer()
+            call(number * block + i)
+            if i >= discard:
+                kept.append((timer() - start) * 1000.0)
+        return kept
+
+    return run
+
+
+def alternate(engine_block: Callable[[int], list[float]], served_block: Callable[[int], list[float]],
+              pairs: int) -> tuple[Blocks, Blocks]:
+    """``pairs`` pairs of blocks, the engine's first in even pairs and the served one first in odd pairs."""
+    if pairs < 1:
+        raise ValueError(f"need pairs >= 1, got {pairs}")
     engine_blocks: Blocks = []
     served_blocks: Blocks = []
-    sides = ((engine_call, engine_blocks), (served_call, served_blocks))
+    sides = ((engine_block, engine_blocks), (served_block, served_blocks))
     for pair in range(pairs):
-        for call, blocks in sides if pair % 2 == 0 else sides[::-1]:
-            kept = []
-            for i in range(block):
-                start = timer()
-                call(pair * block + i)
-                if i >= discard:
-                    kept.append((timer() - start) * 1000.0)
-            blocks.append(kept)
+        for run, blocks in sides if pair % 2 == 0 else sides[::-1]:
+            blocks.append(run(pair))
     return engine_blocks, served_blocks
 
 
-def interleaved_latency(engine_onnx: Path, url: str, protocol: str, transport: str,
-                        requests: Sequence[dict[str, np.ndarray]], threads: int, pairs: int = 40, block: int = 6,
-                        discard: int = 2, model: str = SERVED) -> InterleavedLatency:
-    """Time ``engine_onnx`` here (B=1, ``threads`` threads) and ``model`` at ``url`` (lone requests through
-    :class:`serving.client.CorebaClient`, shared memory if ``transport == "shm"``) in alternating blocks, on the
-    same ``requests`` (perf_analyzer's, one query each)."""
+def steady_throughput(finished: Sequence[Sequence[float]], discard: int) -> float:
+    """Queries/s of a burst while every client was in flight, from each client's answer times (seconds, in
+    order): from when every client had ``discard`` answers to when the first client had its last."""
+    start = max(times[discard - 1] if discard else times[0] for times in finished)
+    end = min(times[-1] for times in finished)
+    answered = sum(1 for times in finished for t in times if start < t <= end)
+    if end <= start or not answered:
+        raise ValueError("a burst too short to hold every client in flight at once: raise the block")
+    return answered / (end - start)
+
+
+def burst(clients: Sequence[CorebaClient], arrays: Sequence[dict[str, np.ndarray]], pool: ThreadPoolExecutor,
+          block: int, discard: int, timer: Timer = time.perf_counter) -> Callable[[int], list[float]]:
+    """A block for concurrency ``len(clients)``: each client sends ``block`` lone requests in a row on its own
+    thread; the block keeps the burst's steady throughput."""
+    if block < discard + 2:
+        raise ValueError(f"a burst needs block >= discard + 2, got block={block} discard={discard}")
+
+    def client_loop(client: CorebaClient, first: int) -> list[float]:
+        times = []
+        for i in range(block):
+            client.infer(arrays[(first + i) % len(arrays)])
+            times.append(timer())
+        return times
+
+    def run(number: int) -> list[float]:
+        futures = [pool.submit(client_loop, client, number * block + c) for c, client in enumerate(clients)]
+        return [steady_throughput([f.result() for f in futures], discard)]
+
+    return run
+
+
+def interleaved(engine_onnx: Path, url: str, protocol: str, transport: str, concurrency: int,
+                requests: Sequence[dict[str, np.ndarray]], threads: int, pairs: int = 40, block: int = 6,
+                discard: int = 2, model: str = SERVED) -> Interleaved:
+    """Time ``engine_onnx`` here (B = ``concurrency``, ``threads`` threads) and ``model`` at ``url`` (lone
+    requests from ``concurrency`` :class:`serving.client.CorebaClient` s, shared memory if ``transport == "shm"``)
+    in alternating blocks, on perf_analyzer's ``requests`` (one query each)."""
     engine = OnnxRuntimeEngine(engine_onnx, provider="cpu", graph_optimization="all", threads=threads)
-    feeds = stack_requests(list(requests), 1, engine.input_names)
+    feeds = stack_requests(list(requests), concurrency, engine.input_names)
     arrays = [{name: value[None] for name, value in request.items()} for request in requests]
-    with CorebaClient(url, protocol=protocol, model=model, shared_memory=transport == "shm") as client:
-        def served(i: int) -> None:
-            client.infer(arrays[i % len(arrays)])
-
-        def engine_run(i: int) -> None:
-            engine.session.run(None, feeds[i % len(feeds)])
-
-        alternate(engine_run, served, 1, block, 0)  # warm-up: both sides' first calls (sessions, connections)
-        engine_blocks, served_blocks = alternate(engine_run, served, pairs, block, discard)
-    return InterleavedLatency(transport, engine_blocks, served_blocks)
+    with ExitStack() as stack:
+        clients = [stack.enter_context(CorebaClient(url, protocol=protocol, model=model,
+                                                    shared_memory=transport == "shm")) for _ in range(concurrency)]
+        pool = stack.enter_context(ThreadPoolExecutor(concurrency))
+        engine_block = timed_calls(lambda i: engine.session.run(None, feeds[i % len(feeds)]), block, discard)
+        if concurrency == 1:
+            served_block = timed_calls(lambda i: clients[0].infer(arrays[i % len(arrays)]), block, discard)
+        else:
+            served_block = burst(clients, arrays, pool, block, discard)
+        alternate(engine_block, served_block, 1)  # warm-up: sessions, connections, shared-memory regions
+        engine_blocks, served_blocks = alternate(engine_block, served_block, pairs)
+    return Interleaved(transport, concurrency, engine_blocks, served_blocks)

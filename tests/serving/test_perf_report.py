@@ -144,31 +144,47 @@ def test_stream_summaries_are_read_from_the_server_log():
     assert stream_summaries("I1130 nothing here\n") == []
 
 
+
 def test_interleaved_blocks_alternate_and_keep_only_the_warm_calls():
     """Engine first in even pairs, served first in odd ones; the first ``discard`` calls of a block are dropped."""
-    from serving.interleaved import alternate
+    from serving.interleaved import alternate, timed_calls
 
     calls, clock = [], iter(float(t) for t in range(1000))
-    engine, served = alternate(lambda i: calls.append(("e", i)), lambda i: calls.append(("s", i)), pairs=2,
-                               block=3, discard=1, timer=lambda: next(clock))
+    tick = lambda: next(clock)  # noqa: E731 (each call spans one tick of the fake clock)
+    engine, served = alternate(timed_calls(lambda i: calls.append(("e", i)), 3, 1, tick),
+                               timed_calls(lambda i: calls.append(("s", i)), 3, 1, tick), pairs=2)
     assert calls == [("e", 0), ("e", 1), ("e", 2), ("s", 0), ("s", 1), ("s", 2),
                      ("s", 3), ("s", 4), ("s", 5), ("e", 3), ("e", 4), ("e", 5)]
-    assert [len(b) for b in engine + served] == [2, 2, 2, 2]
-    assert all(t == 1000.0 for b in engine + served for t in b)  # each call spans one tick of the fake clock
+    assert engine == served == [[1000.0, 1000.0]] * 2
     with pytest.raises(ValueError, match="block > discard"):
-        alternate(print, print, pairs=1, block=2, discard=2)
+        timed_calls(print, 2, 2)
 
 
-def test_interleaved_ratio_and_verdict():
-    from serving.interleaved import InterleavedLatency
+def test_burst_throughput_counts_only_while_every_client_is_in_flight():
+    from serving.interleaved import steady_throughput
+
+    # client 0 answers every 0.1 s from t=0.1, client 1 every 0.2 s from t=0.2, 5 answers each
+    finished = [[0.1 * k for k in range(1, 6)], [0.2 * k for k in range(1, 6)]]
+    # every client had 1 answer at 0.2 s; client 0 was done at 0.5 s: answers at 0.3, 0.4, 0.5 and 0.4
+    assert steady_throughput(finished, discard=1) == pytest.approx(4 / 0.3)
+    with pytest.raises(ValueError, match="too short"):
+        steady_throughput([[0.1, 0.2], [0.3, 0.4]], discard=2)
+
+
+def test_interleaved_ratios_and_verdicts():
+    from serving.interleaved import Interleaved
     from serving.perf import interleaved_targets
 
-    fast = InterleavedLatency("shm", [[10.0, 10.0], [20.0, 20.0]], [[11.0, 11.0], [23.0, 23.0]])
-    assert fast.engine_median_ms == 15.0 and fast.served_median_ms == 17.0
-    assert fast.ratio == pytest.approx(17 / 15)
-    np.testing.assert_allclose(fast.pair_ratios(), [1.1, 1.15])
-    slow = InterleavedLatency("socket", [[10.0]], [[12.5]])
-    heading, *lines = interleaved_targets([("new", fast), ("new", slow)]).splitlines()
-    assert "interleaved" in heading and interleaved_targets([]) == ""
-    assert lines[0].startswith("new/shm: engine B=1 median 15.00 ms, served p50 17.00 ms -> 1.13x")
+    lone = Interleaved("shm", 1, [[10.0, 10.0], [20.0, 20.0]], [[11.0, 11.0], [23.0, 23.0]])
+    assert (lone.engine, lone.served, lone.ratio) == (15.0, 17.0, pytest.approx(17 / 15))
+    np.testing.assert_allclose(lone.pair_ratios(), [1.1, 1.15])
+    slow = Interleaved("socket", 1, [[10.0]], [[12.5]])
+    # B=8 runs of 100 and 200 ms: 8 / 0.15 s = 53.3 queries/s; bursts of 50 and 40 queries/s
+    loaded = Interleaved("socket", 8, [[100.0], [200.0]], [[50.0], [40.0]])
+    assert loaded.engine == pytest.approx(8 / 0.15) and loaded.ratio == pytest.approx(45 / (8 / 0.15))
+    np.testing.assert_allclose(loaded.pair_ratios(), [50 / 80, 40 / 40])
+    heading, *lines = interleaved_targets([("new", lone), ("new", slow), ("new", loaded)]).splitlines()
+    assert "Interleaved" in heading and interleaved_targets([]) == ""
+    assert lines[0].startswith("new/shm c1: engine B=1 median 15.00 ms, served p50 17.00 ms -> 1.13x")
     assert lines[0].endswith("(meets <= 1.2)") and lines[1].endswith("(misses <= 1.2)")
+    assert "served 45.0 queries/s -> 84%" in lines[2] and lines[2].endswith("(misses >= 90%)")

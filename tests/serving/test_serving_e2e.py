@@ -112,13 +112,14 @@ def test_shared_memory_regions_are_registered_then_released(server, make_query, 
     assert not any(Path("/dev/shm", key.lstrip("/")).exists() for key in keys)
 
 
-@pytest.mark.parametrize("transport", ["socket", "shm"])
-def test_interleaved_latency_times_the_engine_and_the_served_model(server, served_model, repository, transport):
-    """The load test's interleaved concurrency-1 measurement really sends its requests to the server (its
-    inference count grows by every call, the warm-up block included) and times both sides."""
+@pytest.mark.parametrize("transport,concurrency", [("socket", 1), ("shm", 1), ("socket", 3), ("shm", 3)])
+def test_interleaved_times_the_engine_and_the_served_model(server, served_model, repository, transport,
+                                                           concurrency):
+    """The load test's interleaved measurement really sends its requests to the server (its inference count
+    grows by every call, the warm-up blocks included) from ``concurrency`` clients, and times both sides."""
     import tritonclient.grpc as grpcclient
 
-    from serving.interleaved import interleaved_latency
+    from serving.interleaved import interleaved
     from serving.perf import layout_of
     from serving.perf_analyzer import make_requests
 
@@ -128,13 +129,13 @@ def test_interleaved_latency_times_the_engine_and_the_served_model(server, serve
         return int(stats.get_inference_statistics(SERVED, as_json=True)["model_stats"][0]["inference_count"])
 
     before = count()
-    result = interleaved_latency(served_model.raw_onnx_path, server.grpc_url, "grpc", transport,
-                                 make_requests(layout_of(repository), 3), threads=1, pairs=3, block=3, discard=1)
-    assert count() - before == 3 * 3 + 3
+    result = interleaved(served_model.raw_onnx_path, server.grpc_url, "grpc", transport, concurrency,
+                         make_requests(layout_of(repository), 6), threads=1, pairs=3, block=4, discard=1)
+    assert count() - before == (3 + 1) * 4 * concurrency  # 3 pairs and the warm-up, 4 requests a client each
     stats.close()
-    assert [len(b) for b in result.engine_blocks + result.served_blocks] == [2] * 6
-    assert result.engine_median_ms > 0 and result.served_median_ms > 0 and len(result.pair_ratios()) == 3
-
+    assert [len(b) for b in result.engine_blocks] == [3] * 3
+    assert [len(b) for b in result.served_blocks] == [3 if concurrency == 1 else 1] * 3
+    assert result.engine > 0 and result.served > 0 and len(result.pair_ratios()) == 3
 
 def test_client_cli(server, make_query, reference, same_answer, tmp_path, capsys):
     query = make_query(21, 7, 3)
