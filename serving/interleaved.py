@@ -8,9 +8,9 @@ are timed about a second apart, over and over, the order swapped every pair so n
   block of ``block`` lone requests through the project's client (its own work is counted too). Figure: served
   median / engine median over all kept calls.
 * concurrency 8: a block of ``block`` engine runs at B=8, then a burst of 8 clients (one thread and one
-  connection each, as perf_analyzer's 8 in flight) sending ``block`` requests each. A burst's throughput is
-  counted only while all 8 are in flight: from the moment every client has had ``discard`` answers to the
-  moment the first client is done. Figure: median burst throughput / (8 / engine's median B=8 run).
+  connection each, as perf_analyzer's 8 in flight), each sending its next request as soon as it has its answer,
+  for ``burst_s`` seconds; the answers of its first ``warm_s`` are not counted (perf_analyzer's windows the
+  same way). Figure: median burst throughput / (8 / engine's median B=8 run).
 
 The first ``discard`` calls of every block are not kept: they pay for the switch (the other side's thread pool
 still spinning, caches taken over); the rest run back to back and warm, as in an engine block and as
@@ -119,41 +119,40 @@ def alternate(engine_block: Callable[[int], list[float]], served_block: Callable
     return engine_blocks, served_blocks
 
 
-def steady_throughput(finished: Sequence[Sequence[float]], discard: int) -> float:
-    """Queries/s of a burst while every client was in flight, from each client's answer times (seconds, in
-    order): from when every client had ``discard`` answers to when the first client had its last."""
-    start = max(times[discard - 1] if discard else times[0] for times in finished)
-    end = min(times[-1] for times in finished)
-    answered = sum(1 for times in finished for t in times if start < t <= end)
-    if end <= start or not answered:
-        raise ValueError("a burst too short to hold every client in flight at once: raise the block")
-    return answered / (end - start)
+def window_throughput(finished: Sequence[Sequence[float]], begin: float, end: float) -> float:
+    """Queries/s answered in (begin, end], from each client's answer times (seconds)."""
+    answered = sum(1 for times in finished for t in times if begin < t <= end)
+    if end <= begin or not answered:
+        raise ValueError(f"no answer in the burst's window of {end - begin:.3f} s: lengthen it")
+    return answered / (end - begin)
 
 
 def burst(clients: Sequence[CorebaClient], arrays: Sequence[dict[str, np.ndarray]], pool: ThreadPoolExecutor,
-          block: int, discard: int, timer: Timer = time.perf_counter) -> Callable[[int], list[float]]:
-    """A block for concurrency ``len(clients)``: each client sends ``block`` lone requests in a row on its own
-    thread; the block keeps the burst's steady throughput."""
-    if block < discard + 2:
-        raise ValueError(f"a burst needs block >= discard + 2, got block={block} discard={discard}")
+          warm_s: float, window_s: float, timer: Timer = time.perf_counter) -> Callable[[int], list[float]]:
+    """A block for concurrency ``len(clients)``: each client sends lone requests one after another on its own
+    thread until ``warm_s + window_s`` have passed (so all are in flight all along); the block keeps the
+    throughput of the last ``window_s`` (answers after it are not counted)."""
 
-    def client_loop(client: CorebaClient, first: int) -> list[float]:
-        times = []
-        for i in range(block):
-            client.infer(arrays[(first + i) % len(arrays)])
-            times.append(timer())
-        return times
+    def client_loop(client: CorebaClient, first: int, stop: float) -> list[float]:
+        times: list[float] = []
+        while True:
+            client.infer(arrays[(first + len(times)) % len(arrays)])
+            now = timer()
+            if now > stop:
+                return times
+            times.append(now)
 
     def run(number: int) -> list[float]:
-        futures = [pool.submit(client_loop, client, number * block + c) for c, client in enumerate(clients)]
-        return [steady_throughput([f.result() for f in futures], discard)]
+        begin = timer() + warm_s
+        futures = [pool.submit(client_loop, client, number + c, begin + window_s) for c, client in enumerate(clients)]
+        return [window_throughput([f.result() for f in futures], begin, begin + window_s)]
 
     return run
 
 
 def interleaved(engine_onnx: Path, url: str, protocol: str, transport: str, concurrency: int,
                 requests: Sequence[dict[str, np.ndarray]], threads: int, pairs: int = 40, block: int = 6,
-                discard: int = 2, model: str = SERVED) -> Interleaved:
+                discard: int = 2, burst_s: float = 1.5, warm_s: float = 0.3, model: str = SERVED) -> Interleaved:
     """Time ``engine_onnx`` here (B = ``concurrency``, ``threads`` threads) and ``model`` at ``url`` (lone
     requests from ``concurrency`` :class:`serving.client.CorebaClient` s, shared memory if ``transport == "shm"``)
     in alternating blocks, on perf_analyzer's ``requests`` (one query each)."""
@@ -168,7 +167,9 @@ def interleaved(engine_onnx: Path, url: str, protocol: str, transport: str, conc
         if concurrency == 1:
             served_block = timed_calls(lambda i: clients[0].infer(arrays[i % len(arrays)]), block, discard)
         else:
-            served_block = burst(clients, arrays, pool, block, discard)
-        alternate(engine_block, served_block, 1)  # warm-up: sessions, connections, shared-memory regions
+            served_block = burst(clients, arrays, pool, warm_s, burst_s - warm_s)
+        for i in range(discard + 1):  # warm-up: sessions, connections, shared-memory regions
+            engine.session.run(None, feeds[i % len(feeds)])
+            list(pool.map(CorebaClient.infer, clients, [arrays[i % len(arrays)]] * len(clients)))
         engine_blocks, served_blocks = alternate(engine_block, served_block, pairs)
     return Interleaved(transport, concurrency, engine_blocks, served_blocks)

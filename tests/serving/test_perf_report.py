@@ -160,15 +160,14 @@ def test_interleaved_blocks_alternate_and_keep_only_the_warm_calls():
         timed_calls(print, 2, 2)
 
 
-def test_burst_throughput_counts_only_while_every_client_is_in_flight():
-    from serving.interleaved import steady_throughput
+def test_burst_throughput_counts_the_answers_of_its_window_only():
+    from serving.interleaved import window_throughput
 
-    # client 0 answers every 0.1 s from t=0.1, client 1 every 0.2 s from t=0.2, 5 answers each
-    finished = [[0.1 * k for k in range(1, 6)], [0.2 * k for k in range(1, 6)]]
-    # every client had 1 answer at 0.2 s; client 0 was done at 0.5 s: answers at 0.3, 0.4, 0.5 and 0.4
-    assert steady_throughput(finished, discard=1) == pytest.approx(4 / 0.3)
-    with pytest.raises(ValueError, match="too short"):
-        steady_throughput([[0.1, 0.2], [0.3, 0.4]], discard=2)
+    finished = [[0.1 * k for k in range(1, 6)], [0.2 * k for k in range(1, 6)]]  # two clients' answer times
+    # in (0.25, 0.65]: 0.3, 0.4, 0.5 from the first, 0.4 and 0.6 from the second
+    assert window_throughput(finished, 0.25, 0.65) == pytest.approx(5 / 0.4)
+    with pytest.raises(ValueError, match="no answer"):
+        window_throughput(finished, 1.5, 2.0)
 
 
 def test_interleaved_ratios_and_verdicts():

@@ -130,9 +130,15 @@ def test_interleaved_times_the_engine_and_the_served_model(server, served_model,
 
     before = count()
     result = interleaved(served_model.raw_onnx_path, server.grpc_url, "grpc", transport, concurrency,
-                         make_requests(layout_of(repository), 6), threads=1, pairs=3, block=4, discard=1)
-    assert count() - before == (3 + 1) * 4 * concurrency  # 3 pairs and the warm-up, 4 requests a client each
+                         make_requests(layout_of(repository), 6), threads=1, pairs=3, block=4, discard=1,
+                         burst_s=0.4, warm_s=0.1)
+    answered = count() - before
     stats.close()
+    if concurrency == 1:  # 3 pairs of 4 requests, and 2 to warm up
+        assert answered == 3 * 4 + 2
+    else:  # each burst's answers in its 0.3 s window, and more: the warm-up, the window's first 0.1 s
+        in_windows = round(sum(rate * 0.3 for block in result.served_blocks for rate in block))
+        assert in_windows > 0 and answered >= in_windows + 2 * concurrency
     assert [len(b) for b in result.engine_blocks] == [3] * 3
     assert [len(b) for b in result.served_blocks] == [3 if concurrency == 1 else 1] * 3
     assert result.engine > 0 and result.served > 0 and len(result.pair_ratios()) == 3
