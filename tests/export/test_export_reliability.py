@@ -138,9 +138,12 @@ def test_ctrl_c_during_a_real_export_keeps_the_previous_file(checkpoint, tmp_pat
     the output keeps its previous bytes and nothing else is left in its folder."""
     out = _previous(tmp_path / "out")
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    # SIGINT as at a terminal: a shell starting this run in the background (`cmd &`, nohup) sets it to "ignore",
+    # which the child would inherit, and the export would rightly never see the Ctrl-C
     process = subprocess.Popen([sys.executable, "export/to_onnx.py", "--checkpoint", str(checkpoint),
                                 "--output", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stdout.readline().startswith("exporting COREBA"), "the export did not start"
         deadline = time.monotonic() + 300
