@@ -13,17 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
-from coreba.engines.onnxruntime_engine import OnnxRuntimeEngine
 from serving.baseline import BASELINE_ENGINE
-from serving.client import CorebaClient
-from serving.engine_timing import stack_requests
-from serving.interleaved import alternate, burst, timed_calls
+from serving.interleaved import alternate, engine_and_served_blocks
 from serving.launcher import TritonServer
 from serving.perf import layout_of
 from serving.perf_analyzer import make_requests
@@ -38,17 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst-s", type=float, default=1.5)
     args = parser.parse_args(argv)
     requests = make_requests(layout_of(args.repository), 8)
-    engine = OnnxRuntimeEngine(args.repository / BASELINE_ENGINE / "1" / ONNX_FILENAME, provider="cpu",
-                               graph_optimization="all", threads=len(os.sched_getaffinity(0)))
-    feeds = stack_requests(requests, 8, engine.input_names)
-    arrays = [{name: value[None] for name, value in request.items()} for request in requests]
-    with ExitStack() as stack:
-        server = stack.enter_context(TritonServer(args.repository, models=(SERVED,), startup_timeout_s=300))
-        clients = [stack.enter_context(CorebaClient(server.grpc_url, "grpc", shared_memory=args.transport == "shm"))
-                   for _ in range(8)]
-        served = burst(clients, arrays, stack.enter_context(ThreadPoolExecutor(8)), 0.3, args.burst_s - 0.3)
-        engine_block = timed_calls(lambda i: engine.session.run(None, feeds[0]), 6, 2)
-
+    engine_onnx = args.repository / BASELINE_ENGINE / "1" / ONNX_FILENAME
+    with (TritonServer(args.repository, models=(SERVED,), startup_timeout_s=300) as server,
+          engine_and_served_blocks(engine_onnx, server.grpc_url, "grpc", args.transport, 8, requests,
+                                   len(os.sched_getaffinity(0)), burst_s=args.burst_s) as (engine_block, served)):
         def after_burst(number: int) -> list[float]:
             served(number)
             return engine_block(number)

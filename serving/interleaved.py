@@ -20,9 +20,9 @@ perf_analyzer sends them. Each pair also gives its own ratio; their p10-p90 is p
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from serving.spec import SERVED
 
 Blocks = list[list[float]]  # what each block kept, block by block
 Timer = Callable[[], float]
+BlockRun = Callable[[int], list[float]]  # runs block number n, returns what it kept
 
 
 @dataclass
@@ -87,7 +88,7 @@ class Interleaved:
 
 
 def timed_calls(call: Callable[[int], object], block: int, discard: int,
-                timer: Timer = time.perf_counter) -> Callable[[int], list[float]]:
+                timer: Timer = time.perf_counter) -> BlockRun:
     """A block of ``block`` calls in a row (``call(i)``, i counting on across blocks); the ms of all but the
     first ``discard``."""
     if block <= discard or discard < 0:
@@ -105,8 +106,7 @@ def timed_calls(call: Callable[[int], object], block: int, discard: int,
     return run
 
 
-def alternate(engine_block: Callable[[int], list[float]], served_block: Callable[[int], list[float]],
-              pairs: int) -> tuple[Blocks, Blocks]:
+def alternate(engine_block: BlockRun, served_block: BlockRun, pairs: int) -> tuple[Blocks, Blocks]:
     """``pairs`` pairs of blocks, the engine's first in even pairs and the served one first in odd pairs."""
     if pairs < 1:
         raise ValueError(f"need pairs >= 1, got {pairs}")
@@ -128,7 +128,7 @@ def window_throughput(finished: Sequence[Sequence[float]], begin: float, end: fl
 
 
 def burst(clients: Sequence[CorebaClient], arrays: Sequence[dict[str, np.ndarray]], pool: ThreadPoolExecutor,
-          warm_s: float, window_s: float, timer: Timer = time.perf_counter) -> Callable[[int], list[float]]:
+          warm_s: float, window_s: float, timer: Timer = time.perf_counter) -> BlockRun:
     """A block for concurrency ``len(clients)``: each client sends lone requests one after another on its own
     thread until ``warm_s + window_s`` have passed (so all are in flight all along); the block keeps the
     throughput of the last ``window_s`` (answers after it are not counted)."""
@@ -150,12 +150,14 @@ def burst(clients: Sequence[CorebaClient], arrays: Sequence[dict[str, np.ndarray
     return run
 
 
-def interleaved(engine_onnx: Path, url: str, protocol: str, transport: str, concurrency: int,
-                requests: Sequence[dict[str, np.ndarray]], threads: int, pairs: int = 40, block: int = 6,
-                discard: int = 2, burst_s: float = 1.5, warm_s: float = 0.3, model: str = SERVED) -> Interleaved:
-    """Time ``engine_onnx`` here (B = ``concurrency``, ``threads`` threads) and ``model`` at ``url`` (lone
-    requests from ``concurrency`` :class:`serving.client.CorebaClient` s, shared memory if ``transport == "shm"``)
-    in alternating blocks, on perf_analyzer's ``requests`` (one query each)."""
+@contextmanager
+def engine_and_served_blocks(engine_onnx: Path, url: str, protocol: str, transport: str, concurrency: int,
+                             requests: Sequence[dict[str, np.ndarray]], threads: int, block: int = 6,
+                             discard: int = 2, burst_s: float = 1.5, warm_s: float = 0.3,
+                             model: str = SERVED) -> Iterator[tuple[BlockRun, BlockRun]]:
+    """The engine's block (``engine_onnx`` here, B = ``concurrency``, ``threads`` threads) and the served block
+    (``model`` at ``url``: lone requests from ``concurrency`` :class:`serving.client.CorebaClient` s, shared
+    memory if ``transport == "shm"``), on perf_analyzer's ``requests`` (one query each), both warmed up."""
     engine = OnnxRuntimeEngine(engine_onnx, provider="cpu", graph_optimization="all", threads=threads)
     feeds = stack_requests(list(requests), concurrency, engine.input_names)
     arrays = [{name: value[None] for name, value in request.items()} for request in requests]
@@ -171,5 +173,14 @@ def interleaved(engine_onnx: Path, url: str, protocol: str, transport: str, conc
         for i in range(discard + 1):  # warm-up: sessions, connections, shared-memory regions
             engine.session.run(None, feeds[i % len(feeds)])
             list(pool.map(CorebaClient.infer, clients, [arrays[i % len(arrays)]] * len(clients)))
+        yield engine_block, served_block
+
+
+def interleaved(engine_onnx: Path, url: str, protocol: str, transport: str, concurrency: int,
+                requests: Sequence[dict[str, np.ndarray]], threads: int, pairs: int = 40, block: int = 6,
+                discard: int = 2, burst_s: float = 1.5, warm_s: float = 0.3, model: str = SERVED) -> Interleaved:
+    """``pairs`` pairs of the two blocks of :func:`engine_and_served_blocks`, alternating."""
+    with engine_and_served_blocks(engine_onnx, url, protocol, transport, concurrency, requests, threads, block,
+                                  discard, burst_s, warm_s, model) as (engine_block, served_block):
         engine_blocks, served_blocks = alternate(engine_block, served_block, pairs)
     return Interleaved(transport, concurrency, engine_blocks, served_blocks)
